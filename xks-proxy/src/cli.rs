@@ -1,0 +1,487 @@
+//! The command line: `serve`, `init`, `keys ...`, `tls self-signed`.
+//!
+//! Thin over the library: each command parses its arguments, calls library code and prints.
+//! Nothing here prints key material or secrets.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use xks_api::XksKeyId;
+use xks_api::types::KeyStatus;
+
+use crate::config::{BackendConfig, KeyStoreConfig, LogFormat, ProxyConfig};
+use crate::keystore::format::random_key;
+use crate::keystore::seal::parse_key_bytes;
+use crate::keystore::{KeyStoreFile, KeyUsages, RootKey, StoreError, StoredKey, StoredVersion};
+use crate::local;
+
+/// An AWS KMS External Key Store (XKS) proxy.
+#[derive(Debug, Parser)]
+#[command(name = "xks-proxy", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy. Without a config, creates a local setup on embedded defaults first.
+    Serve(ServeArgs),
+    /// Create a local setup on embedded defaults (CA, certificate, root key, key store,
+    /// credential) without starting the proxy.
+    Init(InitArgs),
+    /// Manage keys of an embedded key store.
+    Keys(KeysArgs),
+    /// TLS helpers for local use.
+    Tls(TlsArgs),
+}
+
+/// `serve` arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Config file (default: $XKS_PROXY_CONFIG, else $XKS_PROXY_HOME/config.toml, else
+    /// ~/.xks-proxy/config.toml, created on first start).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address for a setup created on first start.
+    #[arg(long, env = "XKS_PROXY_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+}
+
+/// `init` arguments.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to create the setup in (default: $XKS_PROXY_HOME, else ~/.xks-proxy).
+    #[arg(long)]
+    pub home: Option<PathBuf>,
+    /// Listen address written to the config.
+    #[arg(long, env = "XKS_PROXY_LISTEN", default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+}
+
+/// `keys` arguments.
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Config file (default as for `serve`).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Key store name (may be omitted when the config has one key store).
+    #[arg(long, global = true)]
+    pub key_store: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The key command.
+    #[command(subcommand)]
+    pub action: KeysAction,
+}
+
+/// A key usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Usage {
+    /// ENCRYPT.
+    Encrypt,
+    /// DECRYPT.
+    Decrypt,
+}
+
+/// Key commands.
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create an empty key store (with its health-check key).
+    Init,
+    /// Create a key with fresh random AES-256 material.
+    Create {
+        /// The key id (1-128 characters from A-Z a-z 0-9 - . _).
+        key_id: String,
+        /// Allowed usages (default: encrypt and decrypt).
+        #[arg(long = "usage", value_enum)]
+        usages: Vec<Usage>,
+        /// Create it disabled.
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Import existing AES-256 key bytes (32 raw bytes or base64) as a new key.
+    Import {
+        /// The key id.
+        key_id: String,
+        /// File holding the key bytes.
+        #[arg(long, conflicts_with = "material_env")]
+        material_file: Option<PathBuf>,
+        /// Environment variable holding the base64 key bytes.
+        #[arg(long)]
+        material_env: Option<String>,
+        /// Allowed usages (default: encrypt and decrypt).
+        #[arg(long = "usage", value_enum)]
+        usages: Vec<Usage>,
+    },
+    /// List keys.
+    List,
+    /// Show one key.
+    Show {
+        /// The key id.
+        key_id: String,
+    },
+    /// Enable a key.
+    Enable {
+        /// The key id.
+        key_id: String,
+    },
+    /// Disable a key (requests with it get InvalidStateException).
+    Disable {
+        /// The key id.
+        key_id: String,
+    },
+    /// Add a new version; new encryptions use it, older versions still decrypt.
+    Rotate {
+        /// The key id.
+        key_id: String,
+    },
+}
+
+/// `tls` arguments.
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// The TLS command.
+    #[command(subcommand)]
+    pub action: TlsAction,
+}
+
+/// TLS commands.
+#[derive(Debug, Subcommand)]
+pub enum TlsAction {
+    /// Create a private CA and a server certificate signed by it (for local use).
+    SelfSigned {
+        /// Output directory (ca.pem, ca.key, server.pem, server.key).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// DNS names for the server certificate.
+        #[arg(long = "dns-name", default_value = "localhost")]
+        dns_names: Vec<String>,
+        /// IP addresses for the server certificate.
+        #[arg(long = "ip")]
+        ips: Vec<std::net::IpAddr>,
+    },
+}
+
+/// A command failure, printed as `xks-proxy: <message>` with exit code 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Config problem.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Key store problem.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Anything else.
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The home directory of the local setup.
+pub fn default_home() -> PathBuf {
+    if let Some(h) = std::env::var_os("XKS_PROXY_HOME") {
+        return PathBuf::from(h);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".xks-proxy")
+}
+
+fn config_path(explicit: Option<&Path>) -> (PathBuf, bool) {
+    if let Some(p) = explicit {
+        return (p.to_owned(), true);
+    }
+    if let Some(p) = std::env::var_os("XKS_PROXY_CONFIG") {
+        return (PathBuf::from(p), true);
+    }
+    (default_home().join("config.toml"), false)
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Init(args) => {
+            let home = args.home.unwrap_or_else(default_home);
+            if home.join("config.toml").exists() {
+                return Err(CliError::Other(format!(
+                    "{} already has a config.toml",
+                    home.display()
+                )));
+            }
+            let setup = local::create(&home, args.listen).map_err(|e| CliError::Other(e.to_string()))?;
+            print!("{}", setup.instructions());
+            Ok(())
+        }
+        Command::Keys(args) => keys(args),
+        Command::Tls(TlsArgs {
+            action: TlsAction::SelfSigned { out_dir, dns_names, ips },
+        }) => self_signed(&out_dir, &dns_names, &ips),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<(), CliError> {
+    let (path, explicit) = config_path(args.config.as_deref());
+    if !path.exists() && !explicit {
+        let home = default_home();
+        let setup = local::create(&home, args.listen).map_err(|e| CliError::Other(e.to_string()))?;
+        print!("{}", setup.instructions());
+    }
+    let cfg = ProxyConfig::load(&path)?;
+    init_logging(&cfg);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))?;
+    runtime
+        .block_on(crate::run::run(cfg))
+        .map_err(|e| CliError::Other(e.to_string()))
+}
+
+fn init_logging(cfg: &ProxyConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second init (tests driving the library) is harmless: keep the first subscriber.
+    let _ = match cfg.logging.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn key_store_config<'a>(cfg: &'a ProxyConfig, name: Option<&str>) -> Result<&'a KeyStoreConfig, CliError> {
+    match name {
+        Some(n) => cfg
+            .key_stores
+            .iter()
+            .find(|k| k.name == n)
+            .ok_or_else(|| CliError::Other(format!("no key store named '{n}' in {}", cfg.path.display()))),
+        None if cfg.key_stores.len() == 1 => Ok(&cfg.key_stores[0]),
+        None => Err(CliError::Other(format!(
+            "{} has several key stores; name one with --key-store",
+            cfg.path.display()
+        ))),
+    }
+}
+
+fn open_store(ks: &KeyStoreConfig) -> Result<KeyStoreFile, CliError> {
+    match &ks.backend {
+        BackendConfig::Embedded { store, root_key } => {
+            Ok(KeyStoreFile::new(store, RootKey::load(root_key)?))
+        }
+    }
+}
+
+fn usages(list: &[Usage]) -> KeyUsages {
+    if list.is_empty() {
+        return KeyUsages::BOTH;
+    }
+    KeyUsages {
+        encrypt: list.contains(&Usage::Encrypt),
+        decrypt: list.contains(&Usage::Decrypt),
+    }
+}
+
+fn parse_id(s: &str) -> Result<XksKeyId, StoreError> {
+    XksKeyId::parse(s).map_err(|e| StoreError::Refused(format!("key id '{s}': {e}")))
+}
+
+fn keys(args: KeysArgs) -> Result<(), CliError> {
+    let (path, _) = config_path(args.config.as_deref());
+    let cfg = ProxyConfig::load(&path)?;
+    let ks = key_store_config(&cfg, args.key_store.as_deref())?;
+    let store = open_store(ks)?;
+    let now = local::now_secs();
+    match args.action {
+        KeysAction::Init => {
+            store.create()?;
+            println!("created key store {}", store.path().display());
+        }
+        KeysAction::Create { key_id, usages: u, disabled } => {
+            let id = parse_id(&key_id)?;
+            let material = random_key()?;
+            insert_new(&store, &id, material, usages(&u), disabled, now)?;
+            println!("created key {id}");
+        }
+        KeysAction::Import {
+            key_id,
+            material_file,
+            material_env,
+            usages: u,
+        } => {
+            let id = parse_id(&key_id)?;
+            let material = match (material_file, material_env) {
+                (Some(f), None) => {
+                    let raw = zeroize::Zeroizing::new(std::fs::read(&f).map_err(|e| {
+                        CliError::Other(format!("{}: {e}", f.display()))
+                    })?);
+                    parse_key_bytes(&raw, &f.display().to_string())?
+                }
+                (None, Some(var)) => {
+                    let v = zeroize::Zeroizing::new(std::env::var(&var).map_err(|_| {
+                        CliError::Other(format!("environment variable {var} is not set"))
+                    })?);
+                    parse_key_bytes(v.as_bytes(), &format!("${var}"))?
+                }
+                _ => {
+                    return Err(CliError::Other(
+                        "give the key bytes with --material-file or --material-env".into(),
+                    ));
+                }
+            };
+            insert_new(&store, &id, material, usages(&u), false, now)?;
+            println!("imported key {id}");
+        }
+        KeysAction::List => {
+            let c = store.read()?;
+            if args.json {
+                let list: Vec<_> = c.keys.iter().map(|(id, k)| key_json(id, k)).collect();
+                println!("{}", serde_json::Value::Array(list));
+            } else {
+                println!("{:<40} {:<9} {:<16} {:>8}", "KEY ID", "STATUS", "USAGES", "VERSION");
+                for (id, k) in &c.keys {
+                    println!(
+                        "{:<40} {:<9} {:<16} {:>8}",
+                        id.as_str(),
+                        status_name(k.status),
+                        k.usages.names().join(","),
+                        k.current_version()
+                    );
+                }
+            }
+        }
+        KeysAction::Show { key_id } => {
+            let id = parse_id(&key_id)?;
+            let c = store.read()?;
+            let k = c
+                .keys
+                .get(&id)
+                .ok_or_else(|| StoreError::Refused(format!("no key {id}")))?;
+            let j = key_json(&id, k);
+            if args.json {
+                println!("{j}");
+            } else {
+                println!("{j:#}");
+            }
+        }
+        KeysAction::Enable { key_id } => {
+            set_status(&store, &key_id, KeyStatus::Enabled)?;
+            println!("enabled key {key_id}");
+        }
+        KeysAction::Disable { key_id } => {
+            set_status(&store, &key_id, KeyStatus::Disabled)?;
+            println!("disabled key {key_id}");
+        }
+        KeysAction::Rotate { key_id } => {
+            let id = parse_id(&key_id)?;
+            let v = store.update(|c| {
+                let k = c
+                    .keys
+                    .get_mut(&id)
+                    .ok_or_else(|| StoreError::Refused(format!("no key {id}")))?;
+                let next = k.current_version() + 1;
+                k.versions.push(StoredVersion {
+                    version: next,
+                    created: now,
+                    material: random_key()?,
+                });
+                Ok(next)
+            })?;
+            println!("rotated key {id}: version {v} now encrypts");
+        }
+    }
+    Ok(())
+}
+
+fn status_name(s: KeyStatus) -> &'static str {
+    match s {
+        KeyStatus::Enabled => "ENABLED",
+        KeyStatus::Disabled => "DISABLED",
+    }
+}
+
+fn key_json(id: &XksKeyId, k: &StoredKey) -> serde_json::Value {
+    serde_json::json!({
+        "keyId": id.as_str(),
+        "keySpec": "AES_256",
+        "status": status_name(k.status),
+        "usages": k.usages.names(),
+        "currentVersion": k.current_version(),
+        "versions": k.versions.iter().map(|v| serde_json::json!({"version": v.version, "created": v.created})).collect::<Vec<_>>(),
+        "created": k.created,
+    })
+}
+
+fn insert_new(
+    store: &KeyStoreFile,
+    id: &XksKeyId,
+    material: zeroize::Zeroizing<[u8; 32]>,
+    usages: KeyUsages,
+    disabled: bool,
+    now: u64,
+) -> Result<(), StoreError> {
+    store.update(|c| {
+        if c.keys.contains_key(id) {
+            return Err(StoreError::Refused(format!("key {id} already exists")));
+        }
+        c.keys.insert(
+            id.clone(),
+            StoredKey {
+                status: if disabled { KeyStatus::Disabled } else { KeyStatus::Enabled },
+                usages,
+                created: now,
+                versions: vec![StoredVersion {
+                    version: 1,
+                    created: now,
+                    material,
+                }],
+            },
+        );
+        Ok(())
+    })
+}
+
+fn set_status(store: &KeyStoreFile, key_id: &str, status: KeyStatus) -> Result<(), StoreError> {
+    let id = parse_id(key_id)?;
+    store.update(|c| {
+        let k = c
+            .keys
+            .get_mut(&id)
+            .ok_or_else(|| StoreError::Refused(format!("no key {id}")))?;
+        k.status = status;
+        Ok(())
+    })
+}
+
+fn self_signed(out_dir: &Path, dns_names: &[String], ips: &[std::net::IpAddr]) -> Result<(), CliError> {
+    use crate::keystore::file::write_new_private_file;
+    std::fs::create_dir_all(out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display())))?;
+    let ca = service_tls::pki::CertificateAuthority::generate("xks-proxy private CA")
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let names: Vec<&str> = dns_names.iter().map(String::as_str).collect();
+    let leaf = ca
+        .issue_server(&names, ips)
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let w = |name: &str, text: &str| {
+        let p = out_dir.join(name);
+        std::fs::write(&p, text).map_err(|e| CliError::Other(format!("{}: {e}", p.display())))
+    };
+    w("ca.pem", ca.cert_pem())?;
+    w("server.pem", &leaf.chain_pem(&ca))?;
+    write_new_private_file(&out_dir.join("ca.key"), ca.key_pem().as_bytes())?;
+    write_new_private_file(&out_dir.join("server.key"), leaf.key_pem.as_bytes())?;
+    println!(
+        "wrote {dir}/ca.pem (trust this), {dir}/server.pem and {dir}/server.key (for [server.tls]), {dir}/ca.key",
+        dir = out_dir.display()
+    );
+    let _ = Arc::new(());
+    Ok(())
+}

@@ -1,0 +1,719 @@
+//! Configuration: one TOML file, parsed raw, then validated into a ready-to-run form.
+//!
+//! Every problem is collected and reported together, so an operator fixes a config in one
+//! pass. Relative paths are relative to the config file's directory. Secrets never appear
+//! inline unless `[dev] allow_inline_secrets = true`.
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use xks_api::AadConstruction;
+use xks_api::limits;
+
+use crate::keystore::RootKeySource;
+
+/// Defaults, documented where they are defined.
+pub mod defaults {
+    /// Largest plaintext accepted (bytes); the spec requires at least 4300.
+    pub const MAX_PLAINTEXT_BYTES: usize = 8192;
+    /// Largest ciphertext accepted (bytes); the spec requires at least 4300.
+    pub const MAX_CIPHERTEXT_BYTES: usize = 8192;
+    /// Largest AAD accepted (bytes); the spec requires at least 8192, the wire allows 65535.
+    pub const MAX_AAD_BYTES: usize = 16384;
+    /// Per-call backend deadline, below KMS's 250 ms budget.
+    pub const BACKEND_DEADLINE_MS: u64 = 200;
+    /// How long a deep health result is reused (the spec allows at most 60 s).
+    pub const HEALTH_CACHE_SECONDS: u64 = 10;
+    /// Requests per second per key store (AWS's default quota per external key store).
+    pub const REQUESTS_PER_SECOND: u32 = 1800;
+    /// The SigV4 service name KMS signs with.
+    pub const SIGV4_SERVICE: &str = "kms-xks-proxy";
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config {path} is not valid: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// One or more settings are invalid.
+    #[error("config {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw form: what the TOML says.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    logging: RawLogging,
+    #[serde(default)]
+    dev: RawDev,
+    #[serde(default)]
+    key_stores: Vec<RawKeyStore>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    #[serde(default)]
+    allow_plaintext_http: bool,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate_chain: PathBuf,
+    private_key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_plaintext_bytes: Option<usize>,
+    max_ciphertext_bytes: Option<usize>,
+    max_aad_bytes: Option<usize>,
+    backend_deadline_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    cache_seconds: Option<u64>,
+    fleet_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    format: Option<String>,
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDev {
+    #[serde(default)]
+    allow_inline_secrets: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyStore {
+    name: String,
+    #[serde(default)]
+    path_prefix: String,
+    aad_construction: Option<String>,
+    #[serde(default)]
+    regions: Vec<String>,
+    requests_per_second: Option<u32>,
+    backend: RawBackend,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+    fault_injection: Option<toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+enum RawBackend {
+    Embedded {
+        store: PathBuf,
+        root_key_file: Option<PathBuf>,
+        root_key_env: Option<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    access_key_id: String,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    secret: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Validated form.
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listener settings.
+    pub server: ServerConfig,
+    /// Size limits and deadlines.
+    pub limits: Limits,
+    /// Health settings.
+    pub health: HealthConfig,
+    /// Log settings.
+    pub logging: LoggingConfig,
+    /// Logical key stores.
+    pub key_stores: Vec<KeyStoreConfig>,
+}
+
+/// Listener settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// TLS files, or `None` for plain HTTP (explicit opt-in only).
+    pub tls: Option<TlsFiles>,
+}
+
+/// Server certificate files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain (leaf first).
+    pub certificate_chain: PathBuf,
+    /// PEM private key.
+    pub private_key: PathBuf,
+}
+
+/// Size limits and deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest plaintext (bytes).
+    pub max_plaintext_bytes: usize,
+    /// Largest ciphertext (bytes).
+    pub max_ciphertext_bytes: usize,
+    /// Largest AAD (bytes).
+    pub max_aad_bytes: usize,
+    /// Deadline for each backend call.
+    pub backend_deadline: Duration,
+}
+
+impl Limits {
+    /// Largest request body worth reading: the largest legal request plus room for metadata.
+    pub fn max_body_bytes(&self) -> usize {
+        let data = self.max_plaintext_bytes.max(self.max_ciphertext_bytes);
+        // 16 KiB covers requestMetadata with several 2048-character ARNs and the JSON framing.
+        limits::base64_len(data) + limits::base64_len(self.max_aad_bytes) + 16 * 1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_plaintext_bytes: defaults::MAX_PLAINTEXT_BYTES,
+            max_ciphertext_bytes: defaults::MAX_CIPHERTEXT_BYTES,
+            max_aad_bytes: defaults::MAX_AAD_BYTES,
+            backend_deadline: Duration::from_millis(defaults::BACKEND_DEADLINE_MS),
+        }
+    }
+}
+
+/// Health settings.
+#[derive(Debug, Clone, Copy)]
+pub struct HealthConfig {
+    /// How long a deep-check result is reused.
+    pub cache: Duration,
+    /// `xksProxyFleetSize`: how many proxy instances serve this endpoint.
+    pub fleet_size: u32,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Log settings.
+#[derive(Debug, Clone)]
+pub struct LoggingConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// A tracing filter directive, e.g. `info`.
+    pub level: String,
+}
+
+/// Where a SigV4 secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file readable by its owner only.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+    /// Inline in the config (development only).
+    Inline,
+}
+
+/// One SigV4 credential of a key store.
+#[derive(Clone)]
+pub struct CredentialConfig {
+    /// The access key id.
+    pub access_key_id: String,
+    /// Where the secret came from.
+    pub source: SecretSource,
+    /// The secret, loaded and checked.
+    pub secret: zeroize::Zeroizing<String>,
+}
+
+impl std::fmt::Debug for CredentialConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialConfig")
+            .field("access_key_id", &self.access_key_id)
+            .field("source", &self.source)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The key backend of a key store.
+#[derive(Debug, Clone)]
+pub enum BackendConfig {
+    /// The embedded sealed key store.
+    Embedded {
+        /// The store file.
+        store: PathBuf,
+        /// Where its root key comes from.
+        root_key: RootKeySource,
+    },
+}
+
+/// One logical key store.
+#[derive(Debug, Clone)]
+pub struct KeyStoreConfig {
+    /// Its name (logs, metrics, CLI).
+    pub name: String,
+    /// URI path prefix before `/kms/xks/v1` (may be empty).
+    pub path_prefix: String,
+    /// AAD construction for new ciphertexts and for ciphertexts without metadata.
+    pub aad_construction: AadConstruction,
+    /// Accepted SigV4 regions; empty means any.
+    pub regions: Vec<String>,
+    /// Request quota (requests per second); 0 disables it.
+    pub requests_per_second: u32,
+    /// The key backend.
+    pub backend: BackendConfig,
+    /// SigV4 credentials (at least one).
+    pub credentials: Vec<CredentialConfig>,
+    /// Test-only fault injection (builds with `test-hooks`).
+    #[cfg(feature = "test-hooks")]
+    pub fault_injection: Option<crate::backend::faulty::FaultPlan>,
+}
+
+impl ProxyConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Validates config text; `path` names the file and anchors relative paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let mut v = Validator {
+            base,
+            problems: Vec::new(),
+        };
+        let cfg = v.config(raw);
+        if v.problems.is_empty() {
+            Ok(ProxyConfig {
+                path: path.to_owned(),
+                ..cfg
+            })
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: v.problems,
+            })
+        }
+    }
+}
+
+struct Validator {
+    base: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Validator {
+    fn problem(&mut self, p: impl Into<String>) {
+        self.problems.push(p.into());
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> ProxyConfig {
+        let listen = raw.server.listen.parse().unwrap_or_else(|_| {
+            self.problem(format!(
+                "server.listen: '{}' is not an address like 127.0.0.1:8443",
+                raw.server.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let tls = match (raw.server.tls, raw.server.allow_plaintext_http) {
+            (Some(t), false) => Some(TlsFiles {
+                certificate_chain: self.resolve(&t.certificate_chain),
+                private_key: self.resolve(&t.private_key),
+            }),
+            (Some(_), true) => {
+                self.problem("server: set either [server.tls] or allow_plaintext_http, not both");
+                None
+            }
+            (None, true) => None,
+            (None, false) => {
+                self.problem(
+                    "server.tls is required (plain HTTP only with server.allow_plaintext_http = true, for TLS-terminating load balancers)",
+                );
+                None
+            }
+        };
+        let limits = self.limits(&raw.limits);
+        let health = HealthConfig {
+            cache: Duration::from_secs(raw.health.cache_seconds.unwrap_or(defaults::HEALTH_CACHE_SECONDS)),
+            fleet_size: raw.health.fleet_size.unwrap_or(1),
+        };
+        if health.cache.as_secs() > limits::MAX_HEALTH_CACHE_SECS {
+            self.problem("health.cache_seconds: at most 60 (the spec's limit for a cached deep check)");
+        }
+        if health.fleet_size == 0 {
+            self.problem("health.fleet_size: must be at least 1");
+        }
+        let logging = LoggingConfig {
+            format: match raw.logging.format.as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    self.problem(format!("logging.format: '{other}' is not 'text' or 'json'"));
+                    LogFormat::Text
+                }
+            },
+            level: raw.logging.level.unwrap_or_else(|| "info".into()),
+        };
+        if raw.key_stores.is_empty() {
+            self.problem("at least one [[key_stores]] entry is required");
+        }
+        let allow_inline = raw.dev.allow_inline_secrets;
+        let key_stores: Vec<_> = raw
+            .key_stores
+            .into_iter()
+            .map(|ks| self.key_store(ks, allow_inline))
+            .collect();
+        let mut names = HashSet::new();
+        let mut prefixes = HashSet::new();
+        let mut akids = HashSet::new();
+        for ks in &key_stores {
+            if !names.insert(ks.name.clone()) {
+                self.problem(format!("key store name '{}' is used twice", ks.name));
+            }
+            if !prefixes.insert(ks.path_prefix.clone()) {
+                self.problem(format!(
+                    "key store '{}': path_prefix '{}' is used by another key store",
+                    ks.name, ks.path_prefix
+                ));
+            }
+            for c in &ks.credentials {
+                if !akids.insert(c.access_key_id.clone()) {
+                    self.problem(format!(
+                        "access key id {} is configured twice (ids must be unambiguous)",
+                        c.access_key_id
+                    ));
+                }
+            }
+        }
+        ProxyConfig {
+            path: PathBuf::new(),
+            server: ServerConfig { listen, tls },
+            limits,
+            health,
+            logging,
+            key_stores,
+        }
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let l = Limits {
+            max_plaintext_bytes: raw.max_plaintext_bytes.unwrap_or(defaults::MAX_PLAINTEXT_BYTES),
+            max_ciphertext_bytes: raw.max_ciphertext_bytes.unwrap_or(defaults::MAX_CIPHERTEXT_BYTES),
+            max_aad_bytes: raw.max_aad_bytes.unwrap_or(defaults::MAX_AAD_BYTES),
+            backend_deadline: Duration::from_millis(
+                raw.backend_deadline_ms.unwrap_or(defaults::BACKEND_DEADLINE_MS),
+            ),
+        };
+        let min = limits::MIN_SUPPORTED_DATA_BYTES;
+        if l.max_plaintext_bytes < min {
+            self.problem(format!("limits.max_plaintext_bytes: at least {min} (spec minimum)"));
+        }
+        if l.max_ciphertext_bytes < min {
+            self.problem(format!("limits.max_ciphertext_bytes: at least {min} (spec minimum)"));
+        }
+        if l.max_plaintext_bytes > 1 << 20 || l.max_ciphertext_bytes > 1 << 20 {
+            self.problem("limits: plaintext and ciphertext maxima above 1 MiB are not supported");
+        }
+        if l.max_aad_bytes < limits::MIN_SUPPORTED_AAD_BYTES || l.max_aad_bytes > limits::MAX_AAD_BYTES {
+            self.problem(format!(
+                "limits.max_aad_bytes: between {} (spec minimum) and {} (2-byte length field)",
+                limits::MIN_SUPPORTED_AAD_BYTES,
+                limits::MAX_AAD_BYTES
+            ));
+        }
+        let ms = l.backend_deadline.as_millis();
+        if ms == 0 || ms >= u128::from(limits::KMS_CALL_BUDGET_MS) {
+            self.problem("limits.backend_deadline_ms: between 1 and 249 (KMS gives a proxy call 250 ms)");
+        }
+        l
+    }
+
+    fn key_store(&mut self, raw: RawKeyStore, allow_inline: bool) -> KeyStoreConfig {
+        let name = raw.name;
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            self.problem(format!("key store name '{name}': use 1+ characters from a-z A-Z 0-9 - _"));
+        }
+        if let Err(e) = xks_api::key_id::validate_path_prefix(&raw.path_prefix) {
+            self.problem(format!("key store '{name}': path_prefix '{}': {e}", raw.path_prefix));
+        }
+        let aad_construction = match raw.aad_construction.as_deref().unwrap_or("spec") {
+            "spec" => AadConstruction::Spec,
+            "reference-digest" => AadConstruction::ReferenceDigest,
+            other => {
+                self.problem(format!(
+                    "key store '{name}': aad_construction '{other}' is not 'spec' or 'reference-digest'"
+                ));
+                AadConstruction::Spec
+            }
+        };
+        for r in &raw.regions {
+            if r.is_empty() || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                self.problem(format!("key store '{name}': region '{r}' is not a region name"));
+            }
+        }
+        let backend = match raw.backend {
+            RawBackend::Embedded {
+                store,
+                root_key_file,
+                root_key_env,
+            } => {
+                let store = self.resolve(&store);
+                let root_key = match (root_key_file, root_key_env) {
+                    (Some(f), None) => {
+                        let f = self.resolve(&f);
+                        if f.parent() == store.parent() {
+                            self.problem(format!(
+                                "key store '{name}': the root key file must not be in the key store's directory ({})",
+                                f.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                            ));
+                        }
+                        RootKeySource::File(f)
+                    }
+                    (None, Some(v)) => RootKeySource::Env(v),
+                    _ => {
+                        self.problem(format!(
+                            "key store '{name}': set exactly one of backend.root_key_file or backend.root_key_env"
+                        ));
+                        RootKeySource::Env(String::new())
+                    }
+                };
+                BackendConfig::Embedded { store, root_key }
+            }
+        };
+        if raw.credentials.is_empty() {
+            self.problem(format!("key store '{name}': at least one [[key_stores.credentials]] is required"));
+        }
+        let credentials = raw
+            .credentials
+            .into_iter()
+            .filter_map(|c| self.credential(&name, c, allow_inline))
+            .collect();
+        #[cfg(feature = "test-hooks")]
+        let fault_injection = raw.fault_injection.and_then(|v| {
+            v.try_into()
+                .map_err(|e| self.problem(format!("key store '{name}': fault_injection: {e}")))
+                .ok()
+        });
+        #[cfg(not(feature = "test-hooks"))]
+        if raw.fault_injection.is_some() {
+            self.problem(format!(
+                "key store '{name}': fault_injection exists only in test builds (feature test-hooks)"
+            ));
+        }
+        KeyStoreConfig {
+            name,
+            path_prefix: raw.path_prefix,
+            aad_construction,
+            regions: raw.regions,
+            requests_per_second: raw.requests_per_second.unwrap_or(defaults::REQUESTS_PER_SECOND),
+            backend,
+            credentials,
+            #[cfg(feature = "test-hooks")]
+            fault_injection,
+        }
+    }
+
+    fn credential(&mut self, store: &str, raw: RawCredential, allow_inline: bool) -> Option<CredentialConfig> {
+        let akid = raw.access_key_id;
+        if !valid_access_key_id(&akid) {
+            self.problem(format!(
+                "key store '{store}': access key id '{akid}' must be 20-30 characters from A-Z 2-7"
+            ));
+        }
+        let (source, secret) = match (raw.secret_file, raw.secret_env, raw.secret) {
+            (Some(f), None, None) => {
+                let f = self.resolve(&f);
+                if let Err(e) = crate::keystore::seal::check_owner_only(&f) {
+                    self.problem(format!("key store '{store}': credential {akid}: secret file: {e}"));
+                    return None;
+                }
+                match std::fs::read_to_string(&f) {
+                    Ok(s) => (SecretSource::File(f), zeroize::Zeroizing::new(s.trim().to_owned())),
+                    Err(e) => {
+                        self.problem(format!(
+                            "key store '{store}': credential {akid}: cannot read {}: {e}",
+                            f.display()
+                        ));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(var), None) => match std::env::var(&var) {
+                Ok(s) => (SecretSource::Env(var), zeroize::Zeroizing::new(s.trim().to_owned())),
+                Err(_) => {
+                    self.problem(format!(
+                        "key store '{store}': credential {akid}: environment variable {var} is not set"
+                    ));
+                    return None;
+                }
+            },
+            (None, None, Some(s)) => {
+                if !allow_inline {
+                    self.problem(format!(
+                        "key store '{store}': credential {akid}: inline secrets need [dev] allow_inline_secrets = true; use secret_file or secret_env"
+                    ));
+                }
+                (SecretSource::Inline, zeroize::Zeroizing::new(s))
+            }
+            _ => {
+                self.problem(format!(
+                    "key store '{store}': credential {akid}: set exactly one of secret_file, secret_env, secret"
+                ));
+                return None;
+            }
+        };
+        if !valid_secret(&secret) {
+            self.problem(format!(
+                "key store '{store}': credential {akid}: the secret must be 43-64 characters from a-z A-Z 0-9 / + ="
+            ));
+        }
+        Some(CredentialConfig {
+            access_key_id: akid,
+            source,
+            secret,
+        })
+    }
+}
+
+/// An XKS access key id: 20-30 characters from `A-Z 2-7` (spec Appendix A).
+pub fn valid_access_key_id(s: &str) -> bool {
+    (20..=30).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// An XKS secret access key: 43-64 characters from `a-z A-Z 0-9 / + =`.
+pub fn valid_secret(s: &str) -> bool {
+    (43..=64).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b'='))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let text = r#"
+            [server]
+            listen = "nope"
+            [limits]
+            max_plaintext_bytes = 100
+            max_aad_bytes = 70000
+            backend_deadline_ms = 300
+            [[key_stores]]
+            name = "a"
+            path_prefix = "bad/"
+            aad_construction = "other"
+            backend = { type = "embedded", store = "k/a.store", root_key_file = "k/root.key" }
+            [[key_stores.credentials]]
+            access_key_id = "lowercase"
+            secret = "short"
+        "#;
+        let err = ProxyConfig::from_toml(text, Path::new("/etc/x.toml")).expect_err("invalid");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let joined = problems.join("\n");
+        for needle in [
+            "server.listen",
+            "server.tls is required",
+            "max_plaintext_bytes",
+            "max_aad_bytes",
+            "backend_deadline_ms",
+            "path_prefix",
+            "aad_construction",
+            "root key file must not be in the key store's directory",
+            "access key id",
+            "inline secrets",
+            "43-64",
+        ] {
+            assert!(joined.contains(needle), "missing '{needle}' in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn credential_rules() {
+        assert!(valid_access_key_id("AKIA2345677ABCDEFGHIJ"));
+        assert!(!valid_access_key_id("AKIA0000000000000000"));
+        assert!(!valid_access_key_id("SHORT"));
+        assert!(valid_secret(&"a".repeat(43)));
+        assert!(!valid_secret(&"a".repeat(42)));
+        assert!(!valid_secret(&"a".repeat(65)));
+        assert!(!valid_secret(&format!("{}-", "a".repeat(43))));
+    }
+}

@@ -1,0 +1,251 @@
+//! The XKS Proxy API over HTTP: routing, authentication, body limits, JSON and the mapping
+//! of [`XksError`] to HTTP responses (in [`error_response`], the only place).
+//!
+//! Order of checks for every request (the spec's and ours):
+//! 1. a method other than POST on an XKS API path → 405 (before anything else);
+//! 2. a missing or malformed signature, or an unknown access key id → 401;
+//! 3. the body is read up to a cap derived from the configured limits (over it → 501), then
+//!    the signature is verified → 401;
+//! 4. a path that is not an API path of the credential's own key store → 404
+//!    `InvalidUriPathException`;
+//! 5. a key id the store does not have → 404 `KeyNotFoundException`, then the operation.
+
+pub mod path;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sigv4_auth::Authorization;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use xks_api::types::{
+    DecryptRequest, EncryptRequest, GetKeyMetadataRequest, HealthRequest, Operation,
+};
+use xks_api::{ErrorName, XksError, XksKeyId};
+use zeroize::Zeroizing;
+
+use crate::state::ProxyState;
+use path::ApiPath;
+
+/// Shared, swappable state of the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The current run-time state; replaced whole on reload.
+    pub live: Arc<ArcSwap<ProxyState>>,
+}
+
+/// The router: `GET /ping` for load balancers, everything else through [`dispatch`].
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .fallback(dispatch)
+        .with_state(state)
+}
+
+async fn ping() -> &'static str {
+    concat!("pong from xks-proxy ", env!("CARGO_PKG_VERSION"))
+}
+
+/// Turns an error into the spec's response: status + `{"errorName", "errorMessage"}`.
+pub fn error_response(e: &XksError) -> Response {
+    let status =
+        StatusCode::from_u16(e.name.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &e.to_body())
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => {
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+fn fail(name: ErrorName, message: impl AsRef<str>) -> XksError {
+    XksError::new(name, message)
+}
+
+/// What one request log line records (never plaintext, AAD or secrets).
+#[derive(Debug, Default)]
+struct RequestRecord {
+    kms_request_id: Option<String>,
+    kms_operation: Option<String>,
+    key_store: Option<String>,
+    operation: Option<&'static str>,
+    key_id: Option<String>,
+}
+
+async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
+    let started = Instant::now();
+    let mut record = RequestRecord::default();
+    let outcome = handle(&app, req, &mut record).await;
+    let (response, error_name, message) = match outcome {
+        Ok(r) => (r, None, None),
+        Err(Rejection::Xks(e)) => (error_response(&e), Some(e.name.as_str()), Some(e.message)),
+        Err(Rejection::MethodNotAllowed) => {
+            let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            (r, None, Some("only POST is allowed on XKS API paths".to_owned()))
+        }
+    };
+    tracing::info!(
+        target: "xks_proxy::request",
+        kms_request_id = record.kms_request_id.as_deref().unwrap_or("-"),
+        kms_operation = record.kms_operation.as_deref().unwrap_or("-"),
+        key_store = record.key_store.as_deref().unwrap_or("-"),
+        operation = record.operation.unwrap_or("-"),
+        key_id = record.key_id.as_deref().unwrap_or("-"),
+        status = response.status().as_u16(),
+        error_name = error_name.unwrap_or("-"),
+        error_message = message.as_deref().unwrap_or("-"),
+        latency_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+enum Rejection {
+    Xks(XksError),
+    MethodNotAllowed,
+}
+
+impl From<XksError> for Rejection {
+    fn from(e: XksError) -> Self {
+        Self::Xks(e)
+    }
+}
+
+async fn handle(app: &AppState, req: Request, record: &mut RequestRecord) -> Result<Response, Rejection> {
+    let state = app.live.load_full();
+    let (parts, body) = req.into_parts();
+    let api = ApiPath::parse(parts.uri.path());
+    if let Some(a) = &api {
+        record.operation = Some(a.operation.as_str());
+        record.key_id = a.key_id.map(str::to_owned);
+    }
+    if parts.method != Method::POST {
+        return Err(if api.is_some() {
+            Rejection::MethodNotAllowed
+        } else {
+            fail(ErrorName::InvalidUriPathException, "not an XKS API path").into()
+        });
+    }
+
+    // Authentication: cheap checks first, then the body (capped), then the signature.
+    let auth = Authorization::parse(&parts.headers)
+        .map_err(|e| fail(ErrorName::AuthenticationFailedException, e.to_string()))?;
+    let entry = state.credentials.get(auth.access_key_id()).ok_or_else(|| {
+        fail(
+            ErrorName::AuthenticationFailedException,
+            "the access key id is not known to this proxy",
+        )
+    })?;
+    let store = &state.stores[entry.store];
+    record.key_store = Some(store.name.clone());
+    let body = read_body(body, &parts.headers, state.max_body_bytes).await?;
+    state.verifiers[entry.store]
+        .verify(&parts, &auth, &entry.credential, &body, SystemTime::now())
+        .map_err(|e| fail(ErrorName::AuthenticationFailedException, e.to_string()))?;
+
+    let Some(api) = api.filter(|a| a.prefix == store.path_prefix) else {
+        return Err(fail(
+            ErrorName::InvalidUriPathException,
+            "the path is not an XKS API path of the key store this credential belongs to",
+        )
+        .into());
+    };
+
+    if api.operation == Operation::Health {
+        let req: HealthRequest = parse_json(&body)?;
+        note_metadata(record, &req.request_metadata);
+        return Ok(json_response(StatusCode::OK, &store.health(&req).await?));
+    }
+    let raw_id = api.key_id.unwrap_or_default();
+    let key_id = XksKeyId::parse(raw_id).map_err(|e| {
+        fail(ErrorName::KeyNotFoundException, format!("no key with this id: {e}"))
+    })?;
+    if !store.quota.try_acquire() {
+        return Err(fail(
+            ErrorName::ThrottlingException,
+            format!("key store '{}' is over its request quota", store.name),
+        )
+        .into());
+    }
+    let response = match api.operation {
+        Operation::GetKeyMetadata => {
+            let req: GetKeyMetadataRequest = parse_json(&body)?;
+            note_metadata(record, &req.request_metadata);
+            json_response(StatusCode::OK, &store.get_key_metadata(&key_id, &req).await?)
+        }
+        Operation::Encrypt => {
+            let req: EncryptRequest = parse_json(&body)?;
+            note_metadata(record, &req.request_metadata);
+            json_response(StatusCode::OK, &store.encrypt(&key_id, &req).await?)
+        }
+        Operation::Decrypt => {
+            let req: DecryptRequest = parse_json(&body)?;
+            note_metadata(record, &req.request_metadata);
+            let resp = store.decrypt(&key_id, &req).await?;
+            json_response(StatusCode::OK, &resp)
+        }
+        Operation::Health => unreachable!("handled above"),
+    };
+    Ok(response)
+}
+
+fn note_metadata(record: &mut RequestRecord, m: &xks_api::types::RequestMetadata) {
+    record.kms_request_id = Some(m.kms_request_id.clone());
+    record.kms_operation = Some(m.kms_operation.clone());
+}
+
+async fn read_body(body: Body, headers: &http::HeaderMap, max: usize) -> Result<Zeroizing<Vec<u8>>, XksError> {
+    let too_big = || {
+        fail(
+            ErrorName::UnsupportedOperationException,
+            format!("the request body is larger than this proxy accepts ({max} bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_big());
+    }
+    let collected = Limited::new(body, max)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_big()
+            } else {
+                fail(ErrorName::ValidationException, "the request body could not be read")
+            }
+        })?;
+    let bytes: Bytes = collected.to_bytes();
+    Ok(Zeroizing::new(bytes.to_vec()))
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, XksError> {
+    serde_json::from_slice(body).map_err(|e| {
+        fail(
+            ErrorName::ValidationException,
+            format!("invalid request body: {e}"),
+        )
+    })
+}

@@ -1,0 +1,391 @@
+//! The XKS operations of one logical key store, independent of HTTP.
+//!
+//! Owns the order of checks inside an operation, AAD construction, `ciphertextMetadata`,
+//! the CDIV (hash the output, then prove it decrypts, then answer), per-call deadlines and
+//! the mapping of backend errors to XKS errors (in [`backend_error`], the only place).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use tokio::sync::Mutex;
+use xks_api::cdiv::{self, CdivInput};
+use xks_api::types::{
+    AES_GCM, DecryptRequest, DecryptResponse, EkmFleetMember, EncryptRequest, EncryptResponse,
+    GetKeyMetadataRequest, GetKeyMetadataResponse, HealthRequest, HealthResponse, HealthStatus,
+    KeyStatus, Operation,
+};
+use xks_api::{
+    AadConstruction, Base64Bytes, CiphertextMetadata, ErrorName, SecretBytes, XksError, XksKeyId,
+    limits,
+};
+use zeroize::Zeroizing;
+
+use crate::backend::{BackendError, DecryptInput, EncryptInput, IvSource, KeyBackend, KeyInfo};
+use crate::config::{HealthConfig, Limits};
+use crate::quota::RequestQuota;
+
+/// One logical key store at run time.
+#[derive(Debug)]
+pub struct KeyStoreService {
+    /// Its name.
+    pub name: String,
+    /// Its URI path prefix.
+    pub path_prefix: String,
+    /// AAD construction for new ciphertexts and for ciphertexts without metadata.
+    pub construction: AadConstruction,
+    /// The key backend.
+    pub backend: Arc<dyn KeyBackend>,
+    /// The request quota.
+    pub quota: RequestQuota,
+    limits: Limits,
+    health: HealthConfig,
+    health_cache: Mutex<Option<(Instant, HealthStatus)>>,
+}
+
+fn err(name: ErrorName, message: impl AsRef<str>) -> XksError {
+    XksError::new(name, message)
+}
+
+/// Maps a backend error to the XKS error the caller sees. The only such mapping.
+pub fn backend_error(e: BackendError) -> XksError {
+    let name = match &e {
+        BackendError::KeyNotFound(_) => ErrorName::KeyNotFoundException,
+        BackendError::UnknownKeyVersion(_) | BackendError::InvalidCiphertext => {
+            ErrorName::InvalidCiphertextException
+        }
+        BackendError::UsageNotPermitted(_) => ErrorName::InvalidKeyUsageException,
+        BackendError::Overloaded(_) => ErrorName::ThrottlingException,
+        BackendError::Timeout(_) => ErrorName::DependencyTimeoutException,
+        BackendError::Failure(_) => ErrorName::InternalException,
+    };
+    err(name, e.to_string())
+}
+
+fn check_algorithm(alg: &str) -> Result<(), XksError> {
+    if alg == AES_GCM {
+        Ok(())
+    } else {
+        Err(err(
+            ErrorName::UnsupportedOperationException,
+            format!("encryptionAlgorithm '{alg}' is not supported; use AES_GCM"),
+        ))
+    }
+}
+
+fn check_len(what: &str, len: usize, max: usize) -> Result<(), XksError> {
+    if len > max {
+        return Err(err(
+            ErrorName::UnsupportedOperationException,
+            format!("{what} is {len} bytes; this proxy accepts at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+impl KeyStoreService {
+    /// A key store service over `backend`.
+    pub fn new(
+        name: String,
+        path_prefix: String,
+        construction: AadConstruction,
+        backend: Arc<dyn KeyBackend>,
+        quota: RequestQuota,
+        limits: Limits,
+        health: HealthConfig,
+    ) -> Self {
+        Self {
+            name,
+            path_prefix,
+            construction,
+            backend,
+            quota,
+            limits,
+            health,
+            health_cache: Mutex::new(None),
+        }
+    }
+
+    async fn deadline<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, XksError> {
+        match tokio::time::timeout(self.limits.backend_deadline, fut).await {
+            Ok(r) => r.map_err(backend_error),
+            Err(_) => Err(err(
+                ErrorName::DependencyTimeoutException,
+                format!(
+                    "the key backend did not answer {what} within {} ms",
+                    self.limits.backend_deadline.as_millis()
+                ),
+            )),
+        }
+    }
+
+    async fn usable_key(&self, key_id: &XksKeyId, op: Operation) -> Result<KeyInfo, XksError> {
+        let info = self.deadline("a key lookup", self.backend.key_info(key_id)).await?;
+        if op == Operation::GetKeyMetadata {
+            return Ok(info);
+        }
+        if info.status != KeyStatus::Enabled {
+            return Err(err(
+                ErrorName::InvalidStateException,
+                format!("key {key_id} is disabled"),
+            ));
+        }
+        let allowed = match op {
+            Operation::Encrypt => info.usages.encrypt,
+            Operation::Decrypt => info.usages.decrypt,
+            _ => true,
+        };
+        if !allowed {
+            return Err(err(
+                ErrorName::InvalidKeyUsageException,
+                format!("key {key_id} does not allow {}", op.as_str()),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// GetKeyMetadata.
+    pub async fn get_key_metadata(
+        &self,
+        key_id: &XksKeyId,
+        req: &GetKeyMetadataRequest,
+    ) -> Result<GetKeyMetadataResponse, XksError> {
+        require(&req.request_metadata, Operation::GetKeyMetadata)?;
+        let info = self.usable_key(key_id, Operation::GetKeyMetadata).await?;
+        Ok(GetKeyMetadataResponse {
+            key_spec: info.key_spec,
+            key_usage: info.usages.names(),
+            key_status: info.status,
+        })
+    }
+
+    /// Encrypt.
+    pub async fn encrypt(
+        &self,
+        key_id: &XksKeyId,
+        req: &EncryptRequest,
+    ) -> Result<EncryptResponse, XksError> {
+        require(&req.request_metadata, Operation::Encrypt)?;
+        let want_cdiv = match req.ciphertext_data_integrity_value_algorithm.as_deref() {
+            None => false,
+            Some(cdiv::SHA_256) => true,
+            Some(other) => {
+                return Err(err(
+                    ErrorName::UnsupportedOperationException,
+                    format!("ciphertextDataIntegrityValueAlgorithm '{other}' is not supported; use SHA_256"),
+                ));
+            }
+        };
+        let info = self.usable_key(key_id, Operation::Encrypt).await?;
+        check_algorithm(&req.encryption_algorithm)?;
+        let aad = req.additional_authenticated_data.as_ref().map(Base64Bytes::as_slice);
+        check_len("plaintext", req.plaintext.len(), self.limits.max_plaintext_bytes)?;
+        check_len("additionalAuthenticatedData", aad.map_or(0, <[u8]>::len), self.limits.max_aad_bytes)?;
+
+        let metadata = CiphertextMetadata::new(self.construction, info.current_version).encode();
+        let gcm_aad = self
+            .construction
+            .build(aad, &metadata)
+            .map_err(|e| err(ErrorName::ValidationException, e.to_string()))?;
+        let iv = match self.backend.iv_source() {
+            IvSource::Proxy => {
+                let mut iv = [0u8; limits::GENERATED_IV_BYTES];
+                getrandom::fill(&mut iv).map_err(|e| {
+                    err(ErrorName::InternalException, format!("random source failed: {e}"))
+                })?;
+                Some(iv)
+            }
+            IvSource::Backend => None,
+        };
+        let out = self
+            .deadline(
+                "encrypt",
+                self.backend.encrypt(EncryptInput {
+                    key_id,
+                    version: info.current_version,
+                    iv,
+                    aad: &gcm_aad,
+                    plaintext: req.plaintext.expose(),
+                }),
+            )
+            .await?;
+        if out.ciphertext.len() != req.plaintext.len()
+            || !limits::IV_LENGTHS.contains(&out.iv.len())
+            || out.tag.len() != limits::TAG_BYTES
+        {
+            return Err(err(
+                ErrorName::InternalException,
+                "the key backend returned a malformed AES-GCM result",
+            ));
+        }
+        let cdiv_value = if want_cdiv {
+            // Spec order: hash what we are about to return, then prove it decrypts.
+            let value = cdiv::compute(&CdivInput {
+                aad,
+                metadata: Some(&metadata),
+                iv: &out.iv,
+                ciphertext: &out.ciphertext,
+                tag: &out.tag,
+            });
+            let back = self
+                .deadline(
+                    "the verifying decrypt",
+                    self.backend.decrypt(DecryptInput {
+                        key_id,
+                        version: info.current_version,
+                        iv: &out.iv,
+                        aad: &gcm_aad,
+                        ciphertext: &out.ciphertext,
+                        tag: &out.tag,
+                    }),
+                )
+                .await
+                .map_err(|e| {
+                    err(
+                        ErrorName::InternalException,
+                        format!("the ciphertext did not decrypt back: {}", e.message),
+                    )
+                })?;
+            if !bool::from(back.as_slice().ct_eq(req.plaintext.expose())) {
+                return Err(err(
+                    ErrorName::InternalException,
+                    "the ciphertext decrypted to different data",
+                ));
+            }
+            Some(Base64Bytes(value.to_vec()))
+        } else {
+            None
+        };
+        Ok(EncryptResponse {
+            ciphertext: Base64Bytes(out.ciphertext),
+            initialization_vector: Base64Bytes(out.iv),
+            authentication_tag: Base64Bytes(out.tag),
+            ciphertext_metadata: Some(Base64Bytes(metadata)),
+            ciphertext_data_integrity_value: cdiv_value,
+        })
+    }
+
+    /// Decrypt.
+    pub async fn decrypt(
+        &self,
+        key_id: &XksKeyId,
+        req: &DecryptRequest,
+    ) -> Result<DecryptResponse, XksError> {
+        require(&req.request_metadata, Operation::Decrypt)?;
+        let iv_len = req.initialization_vector.len();
+        if !limits::IV_LENGTHS.contains(&iv_len) {
+            return Err(err(
+                ErrorName::ValidationException,
+                format!("initializationVector is {iv_len} bytes; it must be 12 or 16"),
+            ));
+        }
+        let tag_len = req.authentication_tag.len();
+        if tag_len != limits::TAG_BYTES {
+            return Err(err(
+                ErrorName::ValidationException,
+                format!("authenticationTag is {tag_len} bytes; it must be 16"),
+            ));
+        }
+        let raw_metadata = req.ciphertext_metadata.as_ref().map(Base64Bytes::as_slice);
+        if let Some(m) = raw_metadata.filter(|m| m.len() > limits::MAX_CIPHERTEXT_METADATA_BYTES) {
+            return Err(err(
+                ErrorName::ValidationException,
+                format!("ciphertextMetadata is {} bytes; at most 20 are allowed", m.len()),
+            ));
+        }
+        self.usable_key(key_id, Operation::Decrypt).await?;
+        check_algorithm(&req.encryption_algorithm)?;
+        let aad = req.additional_authenticated_data.as_ref().map(Base64Bytes::as_slice);
+        check_len("ciphertext", req.ciphertext.len(), self.limits.max_ciphertext_bytes)?;
+        check_len("additionalAuthenticatedData", aad.map_or(0, <[u8]>::len), self.limits.max_aad_bytes)?;
+
+        let meta = match raw_metadata {
+            None => CiphertextMetadata::absent(self.construction),
+            Some(m) => CiphertextMetadata::decode(m).map_err(|e| {
+                err(ErrorName::InvalidCiphertextException, e.to_string())
+            })?,
+        };
+        let gcm_aad = meta
+            .construction
+            .build(aad, raw_metadata.unwrap_or_default())
+            .map_err(|e| err(ErrorName::ValidationException, e.to_string()))?;
+        let plaintext: Zeroizing<Vec<u8>> = self
+            .deadline(
+                "decrypt",
+                self.backend.decrypt(DecryptInput {
+                    key_id,
+                    version: meta.key_version,
+                    iv: req.initialization_vector.as_slice(),
+                    aad: &gcm_aad,
+                    ciphertext: req.ciphertext.as_slice(),
+                    tag: req.authentication_tag.as_slice(),
+                }),
+            )
+            .await?;
+        if plaintext.len() != req.ciphertext.len() {
+            return Err(err(
+                ErrorName::InternalException,
+                "the key backend returned plaintext of the wrong length",
+            ));
+        }
+        Ok(DecryptResponse {
+            plaintext: SecretBytes::from(plaintext),
+        })
+    }
+
+    /// GetHealthStatus: a deep check, cached for at most the configured time.
+    pub async fn health(&self, req: &HealthRequest) -> Result<HealthResponse, XksError> {
+        require(&req.request_metadata, Operation::Health)?;
+        let status = {
+            let mut cache = self.health_cache.lock().await;
+            match *cache {
+                Some((at, status)) if at.elapsed() < self.health.cache => status,
+                _ => {
+                    let status = self.deep_check().await;
+                    *cache = Some((Instant::now(), status));
+                    status
+                }
+            }
+        };
+        let id = self.backend.identity();
+        Ok(HealthResponse {
+            xks_proxy_fleet_size: self.health.fleet_size,
+            xks_proxy_vendor: "xks-stack".into(),
+            xks_proxy_model: format!("xks-proxy {}", env!("CARGO_PKG_VERSION")),
+            ekm_vendor: id.vendor,
+            ekm_fleet_details: vec![EkmFleetMember {
+                id: self.name.clone(),
+                model: id.model,
+                health_status: status,
+            }],
+        })
+    }
+
+    async fn deep_check(&self) -> HealthStatus {
+        let budget = self.limits.backend_deadline.max(Duration::from_millis(1));
+        match tokio::time::timeout(budget, self.backend.health_check()).await {
+            Ok(Ok(h)) => {
+                if h.status != HealthStatus::Active {
+                    tracing::warn!(key_store = %self.name, status = ?h.status, detail = %h.detail, "deep health check");
+                }
+                h.status
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(key_store = %self.name, error = %e, "deep health check failed");
+                HealthStatus::Unavailable
+            }
+            Err(_) => {
+                tracing::warn!(key_store = %self.name, "deep health check timed out");
+                HealthStatus::Unavailable
+            }
+        }
+    }
+}
+
+fn require(meta: &xks_api::types::RequestMetadata, op: Operation) -> Result<(), XksError> {
+    meta.require_key_fields(op)
+        .map_err(|field| err(ErrorName::ValidationException, format!("{field} is required")))
+}

@@ -1,0 +1,110 @@
+//! The run-time state built from a validated config: key store services, SigV4 verifiers
+//! and the credential table. Built whole, then swapped in whole (so a reload is atomic).
+
+use sigv4_auth::{Credential, SigningSecret, Verifier, VerifierConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::KeyBackend;
+use crate::backend::embedded::EmbeddedBackend;
+use crate::config::{BackendConfig, KeyStoreConfig, ProxyConfig, defaults};
+use crate::keystore::{KeyStoreFile, RootKey, StoreError};
+use crate::quota::RequestQuota;
+use crate::service::KeyStoreService;
+
+/// A credential and the key store it belongs to.
+#[derive(Debug, Clone)]
+pub struct CredentialEntry {
+    /// Index into [`ProxyState::stores`].
+    pub store: usize,
+    /// The credential (with its signing-key cache).
+    pub credential: Arc<Credential>,
+}
+
+/// Everything a request needs.
+#[derive(Debug)]
+pub struct ProxyState {
+    /// Key stores, in config order.
+    pub stores: Vec<Arc<KeyStoreService>>,
+    /// One SigV4 verifier per key store (its accepted regions).
+    pub verifiers: Vec<Verifier>,
+    /// Access key id → credential.
+    pub credentials: HashMap<String, CredentialEntry>,
+    /// Largest request body read.
+    pub max_body_bytes: usize,
+}
+
+/// Why the state could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("key store '{store}': {source}")]
+pub struct StateError {
+    /// The key store.
+    pub store: String,
+    /// What failed.
+    #[source]
+    pub source: StoreError,
+}
+
+/// Opens the backend of one key store.
+pub fn open_backend(ks: &KeyStoreConfig) -> Result<Arc<dyn KeyBackend>, StoreError> {
+    let backend: Box<dyn KeyBackend> = match &ks.backend {
+        BackendConfig::Embedded { store, root_key } => {
+            let root = RootKey::load(root_key)?;
+            Box::new(EmbeddedBackend::open(&ks.name, KeyStoreFile::new(store, root))?)
+        }
+    };
+    #[cfg(feature = "test-hooks")]
+    let backend: Box<dyn KeyBackend> = match &ks.fault_injection {
+        Some(plan) => Box::new(crate::backend::faulty::FaultyBackend::new(backend, plan.clone())),
+        None => backend,
+    };
+    Ok(Arc::from(backend))
+}
+
+impl ProxyState {
+    /// Builds the state: opens every backend and indexes every credential.
+    pub fn build(cfg: &ProxyConfig) -> Result<Self, StateError> {
+        let mut stores = Vec::new();
+        let mut verifiers = Vec::new();
+        let mut credentials = HashMap::new();
+        for (i, ks) in cfg.key_stores.iter().enumerate() {
+            let backend = open_backend(ks).map_err(|source| StateError {
+                store: ks.name.clone(),
+                source,
+            })?;
+            stores.push(Arc::new(KeyStoreService::new(
+                ks.name.clone(),
+                ks.path_prefix.clone(),
+                ks.aad_construction,
+                backend,
+                RequestQuota::new(ks.requests_per_second),
+                cfg.limits,
+                cfg.health,
+            )));
+            verifiers.push(Verifier::new(VerifierConfig {
+                service: defaults::SIGV4_SERVICE.to_owned(),
+                accepted_regions: (!ks.regions.is_empty()).then(|| ks.regions.clone()),
+                max_clock_skew: Duration::from_secs(xks_api::limits::MAX_CLOCK_SKEW_SECS as u64),
+            }));
+            for c in &ks.credentials {
+                credentials.insert(
+                    c.access_key_id.clone(),
+                    CredentialEntry {
+                        store: i,
+                        credential: Arc::new(Credential::new(
+                            c.access_key_id.clone(),
+                            SigningSecret::new(c.secret.to_string()),
+                        )),
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            stores,
+            verifiers,
+            credentials,
+            max_body_bytes: cfg.limits.max_body_bytes(),
+        })
+    }
+}
