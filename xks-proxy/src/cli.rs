@@ -485,3 +485,15 @@ fn self_signed(out_dir: &Path, dns_names: &[String], ips: &[std::net::IpAddr]) -
     let _ = Arc::new(());
     Ok(())
 }
+
+/// The whole program: parse the command line, run, print the error and set the exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xks-proxy: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
