@@ -18,11 +18,20 @@ fn start_default() -> RunningProxy {
         .start()
 }
 
-async fn encrypt(p: &RunningProxy, c: &XksClient, key: &str, pt: &[u8], aad: Option<&[u8]>) -> Value {
-    c.post_json(&p.api_url(0, &format!("keys/{key}/encrypt")), &xks::encrypt(pt, aad, true))
-        .await
-        .ok()
-        .clone()
+async fn encrypt(
+    p: &RunningProxy,
+    c: &XksClient,
+    key: &str,
+    pt: &[u8],
+    aad: Option<&[u8]>,
+) -> Value {
+    c.post_json(
+        &p.api_url(0, &format!("keys/{key}/encrypt")),
+        &xks::encrypt(pt, aad, true),
+    )
+    .await
+    .ok()
+    .clone()
 }
 
 #[tokio::test]
@@ -30,8 +39,15 @@ async fn every_operation_succeeds_over_h2_and_http1() {
     let p = start_default();
     let h2 = p.client(0);
     let (akid, secret) = p.fixture.stores[0].credentials[0].clone();
-    let h1 = XksClient::with_http(http_client(&p.fixture.pki.ca_pem, None, true), &akid, &secret);
-    for (c, version) in [(&h2, reqwest::Version::HTTP_2), (&h1, reqwest::Version::HTTP_11)] {
+    let h1 = XksClient::with_http(
+        http_client(&p.fixture.pki.ca_pem, None, true),
+        &akid,
+        &secret,
+    );
+    for (c, version) in [
+        (&h2, reqwest::Version::HTTP_2),
+        (&h1, reqwest::Version::HTTP_11),
+    ] {
         // Health: all required fields, a deep check that is ACTIVE.
         let r = c.post_json(&p.api_url(0, "health"), &xks::health()).await;
         assert_eq!(r.version, version);
@@ -47,7 +63,12 @@ async fn every_operation_succeeds_over_h2_and_http1() {
         assert_eq!(r.headers["content-type"], "application/json");
 
         // GetKeyMetadata.
-        let m = c.post_json(&p.api_url(0, &format!("keys/{KEY}/metadata")), &xks::metadata()).await;
+        let m = c
+            .post_json(
+                &p.api_url(0, &format!("keys/{KEY}/metadata")),
+                &xks::metadata(),
+            )
+            .await;
         assert_eq!(
             m.ok(),
             &json!({"keySpec": "AES_256", "keyUsage": ["ENCRYPT", "DECRYPT"], "keyStatus": "ENABLED"})
@@ -58,7 +79,9 @@ async fn every_operation_succeeds_over_h2_and_http1() {
             for cdiv in [false, true] {
                 let pt = testkit::random_bytes(33);
                 let body = xks::encrypt(&pt, aad, cdiv);
-                let e = c.post_json(&p.api_url(0, &format!("keys/{KEY}/encrypt")), &body).await;
+                let e = c
+                    .post_json(&p.api_url(0, &format!("keys/{KEY}/encrypt")), &body)
+                    .await;
                 let e = e.ok().clone();
                 let ct = unb64(&e["ciphertext"]);
                 let iv = unb64(&e["initializationVector"]);
@@ -67,7 +90,11 @@ async fn every_operation_succeeds_over_h2_and_http1() {
                 assert_eq!(ct.len(), pt.len());
                 assert_eq!(iv.len(), 12);
                 assert_eq!(tag.len(), 16);
-                assert_eq!(cm, vec![0x01, 0x01], "format byte (spec AAD) + key version 1");
+                assert_eq!(
+                    cm,
+                    vec![0x01, 0x01],
+                    "format byte (spec AAD) + key version 1"
+                );
                 if cdiv {
                     // Recomputed independently: SHA-256(AAD || CM || IV || CT || TAG).
                     let mut h = Sha256::new();
@@ -76,12 +103,18 @@ async fn every_operation_succeeds_over_h2_and_http1() {
                     h.update(&iv);
                     h.update(&ct);
                     h.update(&tag);
-                    assert_eq!(unb64(&e["ciphertextDataIntegrityValue"]), h.finalize().to_vec());
+                    assert_eq!(
+                        unb64(&e["ciphertextDataIntegrityValue"]),
+                        h.finalize().to_vec()
+                    );
                 } else {
                     assert!(e.get("ciphertextDataIntegrityValue").is_none());
                 }
                 let d = c
-                    .post_json(&p.api_url(0, &format!("keys/{KEY}/decrypt")), &xks::decrypt_of(&e, aad))
+                    .post_json(
+                        &p.api_url(0, &format!("keys/{KEY}/decrypt")),
+                        &xks::decrypt_of(&e, aad),
+                    )
                     .await;
                 assert_eq!(unb64(&d.ok()["plaintext"]), pt);
             }
@@ -109,7 +142,9 @@ async fn the_proxy_answers_the_spec_limits_at_and_past_each_boundary() {
 
     // Plaintext: the spec minimum (4300), our maximum (8192), one past it.
     for (n, ok) in [(0, true), (4300, true), (8192, true), (8193, false)] {
-        let r = c.post_json(&enc, &xks::encrypt(&vec![7u8; n], None, false)).await;
+        let r = c
+            .post_json(&enc, &xks::encrypt(&vec![7u8; n], None, false))
+            .await;
         if ok {
             assert_eq!(unb64(&r.ok()["ciphertext"]).len(), n);
         } else {
@@ -119,7 +154,9 @@ async fn the_proxy_answers_the_spec_limits_at_and_past_each_boundary() {
     // AAD: the spec minimum (8192), our maximum (16384), one past it; on decrypt too.
     for (n, ok) in [(8192, true), (16384, true), (16385, false)] {
         let aad = vec![1u8; n];
-        let r = c.post_json(&enc, &xks::encrypt(b"x", Some(&aad), false)).await;
+        let r = c
+            .post_json(&enc, &xks::encrypt(b"x", Some(&aad), false))
+            .await;
         if ok {
             let e = r.ok().clone();
             let d = c.post_json(&dec, &xks::decrypt_of(&e, Some(&aad))).await;
@@ -157,7 +194,9 @@ async fn the_proxy_answers_the_spec_limits_at_and_past_each_boundary() {
     ] {
         let mut e = good.clone();
         e["initializationVector"] = json!(b64(&vec![9u8; len]));
-        c.post_json(&dec, &xks::decrypt_of(&e, None)).await.assert_error(400, name);
+        c.post_json(&dec, &xks::decrypt_of(&e, None))
+            .await
+            .assert_error(400, name);
     }
     // Tag exactly 16.
     for len in [15, 17, 0] {
@@ -183,7 +222,9 @@ async fn the_proxy_answers_the_spec_limits_at_and_past_each_boundary() {
 
     // A body far past any limit is refused without being read whole.
     let huge = vec![b'a'; 2 * 1024 * 1024];
-    c.post_bytes(&enc, huge).await.assert_error(501, "UnsupportedOperationException");
+    c.post_bytes(&enc, huge)
+        .await
+        .assert_error(501, "UnsupportedOperationException");
 }
 
 #[tokio::test]
@@ -195,9 +236,16 @@ async fn aad_up_to_65535_bytes_when_configured_and_never_beyond() {
     let c = p.client(0);
     let enc = p.api_url(0, &format!("keys/{KEY}/encrypt"));
     let aad = vec![3u8; 65535];
-    let e = c.post_json(&enc, &xks::encrypt(b"pt", Some(&aad), true)).await.ok().clone();
+    let e = c
+        .post_json(&enc, &xks::encrypt(b"pt", Some(&aad), true))
+        .await
+        .ok()
+        .clone();
     let d = c
-        .post_json(&p.api_url(0, &format!("keys/{KEY}/decrypt")), &xks::decrypt_of(&e, Some(&aad)))
+        .post_json(
+            &p.api_url(0, &format!("keys/{KEY}/decrypt")),
+            &xks::decrypt_of(&e, Some(&aad)),
+        )
         .await;
     assert_eq!(unb64(&d.ok()["plaintext"]), b"pt");
     let too_long = vec![3u8; 65536];
@@ -221,7 +269,12 @@ async fn tampering_with_any_byte_is_an_invalid_ciphertext() {
     let dec = p.api_url(0, &format!("keys/{KEY}/decrypt"));
     let aad = b"context".to_vec();
     let good = encrypt(&p, &c, KEY, b"sixteen byte msg", Some(&aad)).await;
-    for field in ["ciphertext", "initializationVector", "authenticationTag", "ciphertextMetadata"] {
+    for field in [
+        "ciphertext",
+        "initializationVector",
+        "authenticationTag",
+        "ciphertextMetadata",
+    ] {
         let bytes = unb64(&good[field]);
         for i in 0..bytes.len() {
             let mut t = bytes.clone();
@@ -245,7 +298,10 @@ async fn tampering_with_any_byte_is_an_invalid_ciphertext() {
         .await
         .assert_error(400, "InvalidCiphertextException");
     let mut no_meta = good.clone();
-    no_meta.as_object_mut().expect("object").remove("ciphertextMetadata");
+    no_meta
+        .as_object_mut()
+        .expect("object")
+        .remove("ciphertextMetadata");
     c.post_json(&dec, &xks::decrypt_of(&no_meta, Some(&aad)))
         .await
         .assert_error(400, "InvalidCiphertextException");
@@ -267,7 +323,15 @@ async fn a_ciphertext_with_a_16_byte_iv_decrypts() {
     f.prepare();
     let key_file = f.path().join("key.bin");
     std::fs::write(&key_file, (0u8..32).collect::<Vec<u8>>()).expect("write");
-    f.keys("main", &["import", "vector-key", "--material-file", key_file.to_str().expect("utf8")]);
+    f.keys(
+        "main",
+        &[
+            "import",
+            "vector-key",
+            "--material-file",
+            key_file.to_str().expect("utf8"),
+        ],
+    );
     let p = RunningProxy::spawn(f);
     // Vector derived by hand with Python's `cryptography` (OpenSSL) AES-GCM, key 00..1f,
     // IV 10..1f (16 bytes), AAD per the spec with our metadata 01 01:
@@ -281,7 +345,10 @@ async fn a_ciphertext_with_a_16_byte_iv_decrypts() {
         "initializationVector": b64(&(0x10u8..0x20).collect::<Vec<u8>>()),
         "authenticationTag": "taiPF2S6L7CJNgnhhlT5pg==",
     });
-    let d = p.client(0).post_json(&p.api_url(0, "keys/vector-key/decrypt"), &body).await;
+    let d = p
+        .client(0)
+        .post_json(&p.api_url(0, "keys/vector-key/decrypt"), &body)
+        .await;
     assert_eq!(unb64(&d.ok()["plaintext"]), b"Hello World!");
 }
 
@@ -289,12 +356,22 @@ async fn a_ciphertext_with_a_16_byte_iv_decrypts() {
 async fn the_reference_proxy_aad_variant_decrypts_its_ciphertexts() {
     let mut spec = StoreSpec::new("migrated", "/migrated");
     spec.aad_construction = Some("reference-digest");
-    let f = ProxyFixture::new().store(spec).store(StoreSpec::new("plain", "/plain"));
+    let f = ProxyFixture::new()
+        .store(spec)
+        .store(StoreSpec::new("plain", "/plain"));
     f.prepare();
     let key_file = f.path().join("key.bin");
     std::fs::write(&key_file, (0u8..32).collect::<Vec<u8>>()).expect("write");
     for store in ["migrated", "plain"] {
-        f.keys(store, &["import", "foo", "--material-file", key_file.to_str().expect("utf8")]);
+        f.keys(
+            store,
+            &[
+                "import",
+                "foo",
+                "--material-file",
+                key_file.to_str().expect("utf8"),
+            ],
+        );
     }
     let p = RunningProxy::spawn(f);
     // Vector derived by hand from the reference notes (xks-proxy-api.md §4.2) with Python's
@@ -309,7 +386,9 @@ async fn the_reference_proxy_aad_variant_decrypts_its_ciphertexts() {
         "authenticationTag": "WdOD39Mw7MOTotY7BIAKZQ==",
     });
     let migrated = p.client(0);
-    let d = migrated.post_json(&p.api_url(0, "keys/foo/decrypt"), &body).await;
+    let d = migrated
+        .post_json(&p.api_url(0, "keys/foo/decrypt"), &body)
+        .await;
     assert_eq!(unb64(&d.ok()["plaintext"]), b"Hello World!");
     // The same bytes under the spec construction do not authenticate.
     p.client(1)
@@ -319,19 +398,28 @@ async fn the_reference_proxy_aad_variant_decrypts_its_ciphertexts() {
     // New ciphertexts in the migrated store name the variant in their metadata and round-trip.
     let aad = b"ctx".to_vec();
     let e = migrated
-        .post_json(&p.api_url(0, "keys/foo/encrypt"), &xks::encrypt(b"new", Some(&aad), true))
+        .post_json(
+            &p.api_url(0, "keys/foo/encrypt"),
+            &xks::encrypt(b"new", Some(&aad), true),
+        )
         .await
         .ok()
         .clone();
     assert_eq!(unb64(&e["ciphertextMetadata"]), vec![0x02, 0x01]);
     let d = migrated
-        .post_json(&p.api_url(0, "keys/foo/decrypt"), &xks::decrypt_of(&e, Some(&aad)))
+        .post_json(
+            &p.api_url(0, "keys/foo/decrypt"),
+            &xks::decrypt_of(&e, Some(&aad)),
+        )
         .await;
     assert_eq!(unb64(&d.ok()["plaintext"]), b"new");
     // And because the metadata names the construction, the other store decrypts them too.
     let d = p
         .client(1)
-        .post_json(&p.api_url(1, "keys/foo/decrypt"), &xks::decrypt_of(&e, Some(&aad)))
+        .post_json(
+            &p.api_url(1, "keys/foo/decrypt"),
+            &xks::decrypt_of(&e, Some(&aad)),
+        )
         .await;
     assert_eq!(unb64(&d.ok()["plaintext"]), b"new");
 }
@@ -348,15 +436,21 @@ async fn disable_enable_and_rotate_take_effect_without_restart() {
     f.keys("main", &["disable", KEY]);
     let m = c.post_json(&meta_url, &xks::metadata()).await;
     assert_eq!(m.ok()["keyStatus"], "DISABLED");
-    c.post_json(&p.api_url(0, &format!("keys/{KEY}/encrypt")), &xks::encrypt(b"x", None, false))
-        .await
-        .assert_error(400, "InvalidStateException");
+    c.post_json(
+        &p.api_url(0, &format!("keys/{KEY}/encrypt")),
+        &xks::encrypt(b"x", None, false),
+    )
+    .await
+    .assert_error(400, "InvalidStateException");
     c.post_json(&dec, &xks::decrypt_of(&v1, None))
         .await
         .assert_error(400, "InvalidStateException");
 
     f.keys("main", &["enable", KEY]);
-    assert_eq!(c.post_json(&meta_url, &xks::metadata()).await.ok()["keyStatus"], "ENABLED");
+    assert_eq!(
+        c.post_json(&meta_url, &xks::metadata()).await.ok()["keyStatus"],
+        "ENABLED"
+    );
 
     let out = f.keys("main", &["rotate", KEY]);
     assert!(out.contains("version 2"), "{out}");
@@ -372,8 +466,17 @@ async fn disable_enable_and_rotate_take_effect_without_restart() {
     // The CLI never prints key material: list/show output carries no 32-byte base64 blobs.
     let listing = f.keys("main", &["list", "--json"]);
     let v: Value = serde_json::from_str(&listing).expect("json");
-    let ids: Vec<&str> = v.as_array().expect("array").iter().filter_map(|k| k["keyId"].as_str()).collect();
-    assert_eq!(ids, vec![KEY, "late-key"], "only the configured keys, no health-check key");
+    let ids: Vec<&str> = v
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|k| k["keyId"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![KEY, "late-key"],
+        "only the configured keys, no health-check key"
+    );
     assert_eq!(v[0]["currentVersion"], 2);
     let show = f.keys("main", &["show", KEY]);
     assert!(!show.contains("material"), "{show}");
@@ -381,7 +484,8 @@ async fn disable_enable_and_rotate_take_effect_without_restart() {
 
 #[tokio::test]
 async fn every_error_name_of_the_spec_is_produced_by_the_server() {
-    let mut faulty = StoreSpec::new("faulty", "/faulty").with_keys(&["broken", "slow", "busy", "fine"]);
+    let mut faulty =
+        StoreSpec::new("faulty", "/faulty").with_keys(&["broken", "slow", "busy", "fine"]);
     faulty.fault_injection = Some(
         "failing_keys = [\"broken\"]\nslow_keys = [\"slow\"]\nslow_ms = 1000\noverloaded_keys = [\"busy\"]".into(),
     );
@@ -413,7 +517,9 @@ async fn every_error_name_of_the_spec_is_produced_by_the_server() {
             .await
             .assert_error(400, "ValidationException");
     }
-    c.post_json(&p.api_url(0, "health"), &json!({})).await.assert_error(400, "ValidationException");
+    c.post_json(&p.api_url(0, "health"), &json!({}))
+        .await
+        .assert_error(400, "ValidationException");
     seen.insert("ValidationException");
 
     // 400 InvalidStateException.
@@ -431,14 +537,19 @@ async fn every_error_name_of_the_spec_is_produced_by_the_server() {
     seen.insert("InvalidCiphertextException");
 
     // 400 InvalidKeyUsageException, both directions.
-    c.post_json(&url("decrypt-only", "encrypt"), &xks::encrypt(b"x", None, false))
-        .await
-        .assert_error(400, "InvalidKeyUsageException");
+    c.post_json(
+        &url("decrypt-only", "encrypt"),
+        &xks::encrypt(b"x", None, false),
+    )
+    .await
+    .assert_error(400, "InvalidKeyUsageException");
     let e = encrypt(&p, &c, "encrypt-only", b"x", None).await;
     c.post_json(&url("encrypt-only", "decrypt"), &xks::decrypt_of(&e, None))
         .await
         .assert_error(400, "InvalidKeyUsageException");
-    let m = c.post_json(&url("decrypt-only", "metadata"), &xks::metadata()).await;
+    let m = c
+        .post_json(&url("decrypt-only", "metadata"), &xks::metadata())
+        .await;
     assert_eq!(m.ok()["keyUsage"], json!(["DECRYPT"]));
     seen.insert("InvalidKeyUsageException");
 
@@ -460,13 +571,19 @@ async fn every_error_name_of_the_spec_is_produced_by_the_server() {
     seen.insert("AuthenticationFailedException");
 
     // 404 KeyNotFoundException and InvalidUriPathException.
-    c.post_json(&url("no-such-key", "encrypt"), &xks::encrypt(b"x", None, false))
-        .await
-        .assert_error(404, "KeyNotFoundException");
+    c.post_json(
+        &url("no-such-key", "encrypt"),
+        &xks::encrypt(b"x", None, false),
+    )
+    .await
+    .assert_error(404, "KeyNotFoundException");
     seen.insert("KeyNotFoundException");
-    c.post_json(&p.api_url(1, "keys/broken/encrypt"), &xks::encrypt(b"x", None, false))
-        .await
-        .assert_error(404, "InvalidUriPathException");
+    c.post_json(
+        &p.api_url(1, "keys/broken/encrypt"),
+        &xks::encrypt(b"x", None, false),
+    )
+    .await
+    .assert_error(404, "InvalidUriPathException");
     seen.insert("InvalidUriPathException");
 
     // 429 ThrottlingException: over the store's quota, and a backend that is overloaded.
@@ -474,19 +591,31 @@ async fn every_error_name_of_the_spec_is_produced_by_the_server() {
     let mut statuses = Vec::new();
     for _ in 0..20 {
         let r = limited
-            .post_json(&p.api_url(2, &format!("keys/{KEY}/metadata")), &xks::metadata())
+            .post_json(
+                &p.api_url(2, &format!("keys/{KEY}/metadata")),
+                &xks::metadata(),
+            )
             .await;
         if r.status == 429 {
             r.assert_error(429, "ThrottlingException");
         }
         statuses.push(r.status);
     }
-    assert!(statuses.contains(&200) && statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.contains(&200) && statuses.contains(&429),
+        "{statuses:?}"
+    );
     // Health is exempt from the quota.
-    limited.post_json(&p.api_url(2, "health"), &xks::health()).await.ok();
+    limited
+        .post_json(&p.api_url(2, "health"), &xks::health())
+        .await
+        .ok();
     let faulty = p.client(1);
     faulty
-        .post_json(&p.api_url(1, "keys/busy/encrypt"), &xks::encrypt(b"x", None, false))
+        .post_json(
+            &p.api_url(1, "keys/busy/encrypt"),
+            &xks::encrypt(b"x", None, false),
+        )
         .await
         .assert_error(429, "ThrottlingException");
     seen.insert("ThrottlingException");
@@ -494,36 +623,49 @@ async fn every_error_name_of_the_spec_is_produced_by_the_server() {
     // 501 UnsupportedOperationException: unknown algorithms, sizes over the maximum.
     let mut body = xks::encrypt(b"x", None, false);
     body["encryptionAlgorithm"] = json!("AES_CBC");
-    c.post_json(&url(KEY, "encrypt"), &body).await.assert_error(501, "UnsupportedOperationException");
+    c.post_json(&url(KEY, "encrypt"), &body)
+        .await
+        .assert_error(501, "UnsupportedOperationException");
     let mut body = xks::encrypt(b"x", None, false);
     body["ciphertextDataIntegrityValueAlgorithm"] = json!("MD5");
-    c.post_json(&url(KEY, "encrypt"), &body).await.assert_error(501, "UnsupportedOperationException");
+    c.post_json(&url(KEY, "encrypt"), &body)
+        .await
+        .assert_error(501, "UnsupportedOperationException");
     seen.insert("UnsupportedOperationException");
 
     // 503 DependencyTimeoutException: a backend slower than the 200 ms deadline.
     faulty
-        .post_json(&p.api_url(1, "keys/slow/encrypt"), &xks::encrypt(b"x", None, false))
+        .post_json(
+            &p.api_url(1, "keys/slow/encrypt"),
+            &xks::encrypt(b"x", None, false),
+        )
         .await
         .assert_error(503, "DependencyTimeoutException");
     seen.insert("DependencyTimeoutException");
 
     // 500 InternalException: a backend failure.
     faulty
-        .post_json(&p.api_url(1, "keys/broken/encrypt"), &xks::encrypt(b"x", None, false))
+        .post_json(
+            &p.api_url(1, "keys/broken/encrypt"),
+            &xks::encrypt(b"x", None, false),
+        )
         .await
         .assert_error(500, "InternalException");
     seen.insert("InternalException");
     // The faulty store still serves its healthy key.
     encrypt_ok(&faulty, &p.api_url(1, "keys/fine/encrypt")).await;
 
-    let all: std::collections::BTreeSet<&str> = xks_api::ErrorName::ALL.iter().map(|n| n.as_str()).collect();
+    let all: std::collections::BTreeSet<&str> =
+        xks_api::ErrorName::ALL.iter().map(|n| n.as_str()).collect();
     let missing: Vec<_> = all.difference(&seen).collect();
     // AccessDeniedException comes from secondary authorization, covered in proxy_authz.rs.
     assert_eq!(missing, vec![&"AccessDeniedException"]);
 }
 
 async fn encrypt_ok(c: &XksClient, url: &str) {
-    c.post_json(url, &xks::encrypt(b"x", None, false)).await.ok();
+    c.post_json(url, &xks::encrypt(b"x", None, false))
+        .await
+        .ok();
 }
 
 #[tokio::test]
@@ -537,33 +679,54 @@ async fn checks_run_in_the_specified_order() {
     // 1. GET on an API URI → 405 before anything else (no signature, bad signature, valid one).
     for r in [
         a.send_unsigned("GET", &enc_a, vec![]).await,
-        a.send_unsigned("GET", &p.api_url(0, "health"), vec![]).await,
-        a.send_unsigned("GET", &format!("{}/unknown/kms/xks/v1/health", p.base_url()), vec![]).await,
-        a.send("GET", &enc_a, vec![], SystemTime::now(), |_, _| {}).await,
-        a.send("PUT", &enc_a, vec![], SystemTime::now(), |_, _| {}).await,
+        a.send_unsigned("GET", &p.api_url(0, "health"), vec![])
+            .await,
+        a.send_unsigned(
+            "GET",
+            &format!("{}/unknown/kms/xks/v1/health", p.base_url()),
+            vec![],
+        )
+        .await,
+        a.send("GET", &enc_a, vec![], SystemTime::now(), |_, _| {})
+            .await,
+        a.send("PUT", &enc_a, vec![], SystemTime::now(), |_, _| {})
+            .await,
     ] {
         assert_eq!(r.status, 405, "{}", String::from_utf8_lossy(&r.raw));
         assert_eq!(r.headers["allow"], "POST");
     }
     // 2. Unknown credential or bad signature → 401, whatever the path.
-    let stranger = a.clone().with_credential(&testkit::random_access_key_id(), &testkit::random_secret());
-    for path in [enc_a.clone(), format!("{}/nope/kms/xks/v1/health", p.base_url()), format!("{}/x", p.base_url())] {
+    let stranger = a
+        .clone()
+        .with_credential(&testkit::random_access_key_id(), &testkit::random_secret());
+    for path in [
+        enc_a.clone(),
+        format!("{}/nope/kms/xks/v1/health", p.base_url()),
+        format!("{}/x", p.base_url()),
+    ] {
         stranger
             .post_json(&path, &xks::health())
             .await
             .assert_error(401, "AuthenticationFailedException");
     }
     // 3. Valid credential, path outside its key store → 404 InvalidUriPathException.
-    for path in [p.api_url(1, "health"), p.api_url(1, &format!("keys/{KEY}/encrypt")), format!("{}/a/other", p.base_url())] {
+    for path in [
+        p.api_url(1, "health"),
+        p.api_url(1, &format!("keys/{KEY}/encrypt")),
+        format!("{}/a/other", p.base_url()),
+    ] {
         a.post_json(&path, &xks::encrypt(b"x", None, false))
             .await
             .assert_error(404, "InvalidUriPathException");
     }
     // 4. Own store, key it does not have → 404 KeyNotFoundException (also for ids no key can have).
     for key in ["missing", "bad%20id", &"k".repeat(129)] {
-        a.post_json(&p.api_url(0, &format!("keys/{key}/encrypt")), &xks::encrypt(b"x", None, false))
-            .await
-            .assert_error(404, "KeyNotFoundException");
+        a.post_json(
+            &p.api_url(0, &format!("keys/{key}/encrypt")),
+            &xks::encrypt(b"x", None, false),
+        )
+        .await
+        .assert_error(404, "KeyNotFoundException");
     }
 }
 
@@ -577,7 +740,12 @@ async fn signatures_bind_every_signed_element() {
     let body = xks::encrypt(b"x", None, false).to_string().into_bytes();
     let now = SystemTime::now();
     // Untampered: accepted.
-    assert_eq!(c.send("POST", &url, body.clone(), now, |_, _| {}).await.status, 200);
+    assert_eq!(
+        c.send("POST", &url, body.clone(), now, |_, _| {})
+            .await
+            .status,
+        200
+    );
     // One body byte.
     c.send("POST", &url, body.clone(), now, |_, b| {
         let i = b.len() - 3;
@@ -587,13 +755,18 @@ async fn signatures_bind_every_signed_element() {
     .assert_error(401, "AuthenticationFailedException");
     // The date (the signature was made for another second).
     c.send("POST", &url, body.clone(), now, |parts, _| {
-        parts.headers.insert("x-amz-date", http::HeaderValue::from_static("20260101T000000Z"));
+        parts.headers.insert(
+            "x-amz-date",
+            http::HeaderValue::from_static("20260101T000000Z"),
+        );
     })
     .await
     .assert_error(401, "AuthenticationFailedException");
     // A signed header's value.
     c.send("POST", &url, body.clone(), now, |parts, _| {
-        parts.headers.insert("content-type", http::HeaderValue::from_static("text/plain"));
+        parts
+            .headers
+            .insert("content-type", http::HeaderValue::from_static("text/plain"));
     })
     .await
     .assert_error(401, "AuthenticationFailedException");
@@ -606,11 +779,23 @@ async fn signatures_bind_every_signed_element() {
             .await
             .assert_error(401, "AuthenticationFailedException");
     }
-    assert_eq!(c.send("POST", &url, body.clone(), now - Duration::from_secs(290), |_, _| {}).await.status, 200);
+    assert_eq!(
+        c.send(
+            "POST",
+            &url,
+            body.clone(),
+            now - Duration::from_secs(290),
+            |_, _| {}
+        )
+        .await
+        .status,
+        200
+    );
     // Another service in the scope.
     let mut other = c.clone();
     other.service = "kms".into();
-    other.post_json(&url, &xks::encrypt(b"x", None, false))
+    other
+        .post_json(&url, &xks::encrypt(b"x", None, false))
         .await
         .assert_error(401, "AuthenticationFailedException");
 }
@@ -621,9 +806,22 @@ async fn accepted_regions_are_enforced() {
     spec.regions = vec!["eu-west-1".into(), "eu-central-1".into()];
     let p = ProxyFixture::new().store(spec).start();
     let c = p.client(0);
-    for (region, status) in [("eu-west-1", 200), ("eu-central-1", 200), ("us-east-1", 401)] {
-        let r = c.clone().in_region(region).post_json(&p.api_url(0, "health"), &xks::health()).await;
-        assert_eq!(r.status, status, "{region}: {}", String::from_utf8_lossy(&r.raw));
+    for (region, status) in [
+        ("eu-west-1", 200),
+        ("eu-central-1", 200),
+        ("us-east-1", 401),
+    ] {
+        let r = c
+            .clone()
+            .in_region(region)
+            .post_json(&p.api_url(0, "health"), &xks::health())
+            .await;
+        assert_eq!(
+            r.status,
+            status,
+            "{region}: {}",
+            String::from_utf8_lossy(&r.raw)
+        );
     }
 }
 
@@ -636,8 +834,13 @@ async fn unknown_fields_and_future_kms_operations_are_accepted() {
     body["requestMetadata"]["awsSourceVpc"] = json!("vpc-123");
     body["requestMetadata"]["sourceIdentity"] = json!({"nested": true});
     body["futureField"] = json!([1, 2, 3]);
-    body["requestMetadata"]["awsPrincipalArn"] = json!(format!("arn:aws:iam::111122223333:role/{}", "r".repeat(2000)));
-    c.post_json(&p.api_url(0, &format!("keys/{KEY}/encrypt")), &body).await.ok();
+    body["requestMetadata"]["awsPrincipalArn"] = json!(format!(
+        "arn:aws:iam::111122223333:role/{}",
+        "r".repeat(2000)
+    ));
+    c.post_json(&p.api_url(0, &format!("keys/{KEY}/encrypt")), &body)
+        .await
+        .ok();
 }
 
 #[tokio::test]
@@ -650,9 +853,24 @@ async fn deep_health_reports_degraded_and_unavailable() {
         .extra("[health]\ncache_seconds = 0\n")
         .start();
     let c = p.client(0);
-    let status = |v: &Value| v["ekmFleetDetails"][0]["healthStatus"].as_str().unwrap_or("").to_owned();
-    assert_eq!(status(c.post_json(&p.api_url(0, "health"), &xks::health()).await.ok()), "ACTIVE");
-    let down = p.client(1).post_json(&p.api_url(1, "health"), &xks::health()).await;
+    let status = |v: &Value| {
+        v["ekmFleetDetails"][0]["healthStatus"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        status(
+            c.post_json(&p.api_url(0, "health"), &xks::health())
+                .await
+                .ok()
+        ),
+        "ACTIVE"
+    );
+    let down = p
+        .client(1)
+        .post_json(&p.api_url(1, "health"), &xks::health())
+        .await;
     assert_eq!(status(down.ok()), "UNAVAILABLE");
 
     // The store file becomes unreadable: the proxy keeps serving from the last good copy and
@@ -660,10 +878,24 @@ async fn deep_health_reports_degraded_and_unavailable() {
     let store = p.fixture.store_file(0);
     let saved = std::fs::read(&store).expect("read store");
     std::fs::write(&store, b"garbage").expect("corrupt store");
-    assert_eq!(status(c.post_json(&p.api_url(0, "health"), &xks::health()).await.ok()), "DEGRADED");
+    assert_eq!(
+        status(
+            c.post_json(&p.api_url(0, "health"), &xks::health())
+                .await
+                .ok()
+        ),
+        "DEGRADED"
+    );
     encrypt(&p, &c, KEY, b"still served", None).await;
     std::fs::write(&store, saved).expect("restore");
-    assert_eq!(status(c.post_json(&p.api_url(0, "health"), &xks::health()).await.ok()), "ACTIVE");
+    assert_eq!(
+        status(
+            c.post_json(&p.api_url(0, "health"), &xks::health())
+                .await
+                .ok()
+        ),
+        "ACTIVE"
+    );
 }
 
 #[tokio::test]
@@ -673,11 +905,30 @@ async fn health_results_are_cached_within_the_configured_age() {
         .extra("[health]\ncache_seconds = 60\n")
         .start();
     let c = p.client(0);
-    let status = |v: &Value| v["ekmFleetDetails"][0]["healthStatus"].as_str().unwrap_or("").to_owned();
-    assert_eq!(status(c.post_json(&p.api_url(0, "health"), &xks::health()).await.ok()), "ACTIVE");
+    let status = |v: &Value| {
+        v["ekmFleetDetails"][0]["healthStatus"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        status(
+            c.post_json(&p.api_url(0, "health"), &xks::health())
+                .await
+                .ok()
+        ),
+        "ACTIVE"
+    );
     std::fs::write(p.fixture.store_file(0), b"garbage").expect("corrupt");
     // Within 60 s the cached deep-check result is answered.
-    assert_eq!(status(c.post_json(&p.api_url(0, "health"), &xks::health()).await.ok()), "ACTIVE");
+    assert_eq!(
+        status(
+            c.post_json(&p.api_url(0, "health"), &xks::health())
+                .await
+                .ok()
+        ),
+        "ACTIVE"
+    );
 }
 
 #[tokio::test]
@@ -687,7 +938,12 @@ async fn plain_http_only_by_explicit_opt_in_and_with_a_warning() {
     let p = f.start();
     let (akid, secret) = p.fixture.stores[0].credentials[0].clone();
     let c = XksClient::with_http(reqwest::Client::new(), &akid, &secret);
-    let r = c.post_json(&format!("{}/kms/xks/v1/health", p.base_url()), &xks::health()).await;
+    let r = c
+        .post_json(
+            &format!("{}/kms/xks/v1/health", p.base_url()),
+            &xks::health(),
+        )
+        .await;
     r.ok();
     assert!(p.logs().contains("serving plain HTTP"), "{}", p.logs());
 
@@ -695,7 +951,10 @@ async fn plain_http_only_by_explicit_opt_in_and_with_a_warning() {
     let f = ProxyFixture::new().store(StoreSpec::new("main", ""));
     f.write_config();
     let text = std::fs::read_to_string(f.config_path()).expect("read");
-    let without_tls = text.replace("[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n", "");
+    let without_tls = text.replace(
+        "[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n",
+        "",
+    );
     std::fs::write(f.config_path(), without_tls).expect("write");
     let out = f.cli(&["serve"]);
     assert!(!out.status.success());
@@ -711,11 +970,17 @@ async fn key_stores_are_isolated() {
     let (a, b) = (p.client(0), p.client(1));
     encrypt_ok(&a, &p.api_url(0, "keys/only-in-a/encrypt")).await;
     encrypt_ok(&b, &p.api_url(1, "keys/only-in-b/encrypt")).await;
-    a.post_json(&p.api_url(0, "keys/only-in-b/encrypt"), &xks::encrypt(b"x", None, false))
-        .await
-        .assert_error(404, "KeyNotFoundException");
+    a.post_json(
+        &p.api_url(0, "keys/only-in-b/encrypt"),
+        &xks::encrypt(b"x", None, false),
+    )
+    .await
+    .assert_error(404, "KeyNotFoundException");
     // A ciphertext of store a is not decryptable in store b even under the same key id name.
-    b.post_json(&p.api_url(0, "keys/only-in-a/encrypt"), &xks::encrypt(b"x", None, false))
-        .await
-        .assert_error(404, "InvalidUriPathException");
+    b.post_json(
+        &p.api_url(0, "keys/only-in-a/encrypt"),
+        &xks::encrypt(b"x", None, false),
+    )
+    .await
+    .assert_error(404, "InvalidUriPathException");
 }

@@ -212,13 +212,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     home.display()
                 )));
             }
-            let setup = local::create(&home, args.listen).map_err(|e| CliError::Other(e.to_string()))?;
+            let setup =
+                local::create(&home, args.listen).map_err(|e| CliError::Other(e.to_string()))?;
             print!("{}", setup.instructions());
             Ok(())
         }
         Command::Keys(args) => keys(args),
         Command::Tls(TlsArgs {
-            action: TlsAction::SelfSigned { out_dir, dns_names, ips },
+            action:
+                TlsAction::SelfSigned {
+                    out_dir,
+                    dns_names,
+                    ips,
+                },
         }) => self_signed(&out_dir, &dns_names, &ips),
     }
 }
@@ -227,7 +233,8 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     let (path, explicit) = config_path(args.config.as_deref());
     if !path.exists() && !explicit {
         let home = default_home();
-        let setup = local::create(&home, args.listen).map_err(|e| CliError::Other(e.to_string()))?;
+        let setup =
+            local::create(&home, args.listen).map_err(|e| CliError::Other(e.to_string()))?;
         print!("{}", setup.instructions());
     }
     let cfg = ProxyConfig::load(&path)?;
@@ -257,13 +264,17 @@ fn init_logging(cfg: &ProxyConfig) {
     };
 }
 
-fn key_store_config<'a>(cfg: &'a ProxyConfig, name: Option<&str>) -> Result<&'a KeyStoreConfig, CliError> {
+fn key_store_config<'a>(
+    cfg: &'a ProxyConfig,
+    name: Option<&str>,
+) -> Result<&'a KeyStoreConfig, CliError> {
     match name {
-        Some(n) => cfg
-            .key_stores
-            .iter()
-            .find(|k| k.name == n)
-            .ok_or_else(|| CliError::Other(format!("no key store named '{n}' in {}", cfg.path.display()))),
+        Some(n) => cfg.key_stores.iter().find(|k| k.name == n).ok_or_else(|| {
+            CliError::Other(format!(
+                "no key store named '{n}' in {}",
+                cfg.path.display()
+            ))
+        }),
         None if cfg.key_stores.len() == 1 => Ok(&cfg.key_stores[0]),
         None => Err(CliError::Other(format!(
             "{} has several key stores; name one with --key-store",
@@ -305,7 +316,11 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
             store.create()?;
             println!("created key store {}", store.path().display());
         }
-        KeysAction::Create { key_id, usages: u, disabled } => {
+        KeysAction::Create {
+            key_id,
+            usages: u,
+            disabled,
+        } => {
             let id = parse_id(&key_id)?;
             let material = random_key()?;
             insert_new(&store, &id, material, usages(&u), disabled, now)?;
@@ -320,9 +335,10 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
             let id = parse_id(&key_id)?;
             let material = match (material_file, material_env) {
                 (Some(f), None) => {
-                    let raw = zeroize::Zeroizing::new(std::fs::read(&f).map_err(|e| {
-                        CliError::Other(format!("{}: {e}", f.display()))
-                    })?);
+                    let raw = zeroize::Zeroizing::new(
+                        std::fs::read(&f)
+                            .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?,
+                    );
                     parse_key_bytes(&raw, &f.display().to_string())?
                 }
                 (None, Some(var)) => {
@@ -346,7 +362,10 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
                 let list: Vec<_> = c.keys.iter().map(|(id, k)| key_json(id, k)).collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
-                println!("{:<40} {:<9} {:<16} {:>8}", "KEY ID", "STATUS", "USAGES", "VERSION");
+                println!(
+                    "{:<40} {:<9} {:<16} {:>8}",
+                    "KEY ID", "STATUS", "USAGES", "VERSION"
+                );
                 for (id, k) in &c.keys {
                     println!(
                         "{:<40} {:<9} {:<16} {:>8}",
@@ -435,7 +454,11 @@ fn insert_new(
         c.keys.insert(
             id.clone(),
             StoredKey {
-                status: if disabled { KeyStatus::Disabled } else { KeyStatus::Enabled },
+                status: if disabled {
+                    KeyStatus::Disabled
+                } else {
+                    KeyStatus::Enabled
+                },
                 usages,
                 created: now,
                 versions: vec![StoredVersion {
@@ -461,9 +484,14 @@ fn set_status(store: &KeyStoreFile, key_id: &str, status: KeyStatus) -> Result<(
     })
 }
 
-fn self_signed(out_dir: &Path, dns_names: &[String], ips: &[std::net::IpAddr]) -> Result<(), CliError> {
+fn self_signed(
+    out_dir: &Path,
+    dns_names: &[String],
+    ips: &[std::net::IpAddr],
+) -> Result<(), CliError> {
     use crate::keystore::file::write_new_private_file;
-    std::fs::create_dir_all(out_dir).map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| CliError::Other(format!("{}: {e}", out_dir.display())))?;
     let ca = service_tls::pki::CertificateAuthority::generate("xks-proxy private CA")
         .map_err(|e| CliError::Other(e.to_string()))?;
     let names: Vec<&str> = dns_names.iter().map(String::as_str).collect();

@@ -410,11 +410,17 @@ impl Validator {
         };
         let limits = self.limits(&raw.limits);
         let health = HealthConfig {
-            cache: Duration::from_secs(raw.health.cache_seconds.unwrap_or(defaults::HEALTH_CACHE_SECONDS)),
+            cache: Duration::from_secs(
+                raw.health
+                    .cache_seconds
+                    .unwrap_or(defaults::HEALTH_CACHE_SECONDS),
+            ),
             fleet_size: raw.health.fleet_size.unwrap_or(1),
         };
         if health.cache.as_secs() > limits::MAX_HEALTH_CACHE_SECS {
-            self.problem("health.cache_seconds: at most 60 (the spec's limit for a cached deep check)");
+            self.problem(
+                "health.cache_seconds: at most 60 (the spec's limit for a cached deep check)",
+            );
         }
         if health.fleet_size == 0 {
             self.problem("health.fleet_size: must be at least 1");
@@ -473,24 +479,35 @@ impl Validator {
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {
         let l = Limits {
-            max_plaintext_bytes: raw.max_plaintext_bytes.unwrap_or(defaults::MAX_PLAINTEXT_BYTES),
-            max_ciphertext_bytes: raw.max_ciphertext_bytes.unwrap_or(defaults::MAX_CIPHERTEXT_BYTES),
+            max_plaintext_bytes: raw
+                .max_plaintext_bytes
+                .unwrap_or(defaults::MAX_PLAINTEXT_BYTES),
+            max_ciphertext_bytes: raw
+                .max_ciphertext_bytes
+                .unwrap_or(defaults::MAX_CIPHERTEXT_BYTES),
             max_aad_bytes: raw.max_aad_bytes.unwrap_or(defaults::MAX_AAD_BYTES),
             backend_deadline: Duration::from_millis(
-                raw.backend_deadline_ms.unwrap_or(defaults::BACKEND_DEADLINE_MS),
+                raw.backend_deadline_ms
+                    .unwrap_or(defaults::BACKEND_DEADLINE_MS),
             ),
         };
         let min = limits::MIN_SUPPORTED_DATA_BYTES;
         if l.max_plaintext_bytes < min {
-            self.problem(format!("limits.max_plaintext_bytes: at least {min} (spec minimum)"));
+            self.problem(format!(
+                "limits.max_plaintext_bytes: at least {min} (spec minimum)"
+            ));
         }
         if l.max_ciphertext_bytes < min {
-            self.problem(format!("limits.max_ciphertext_bytes: at least {min} (spec minimum)"));
+            self.problem(format!(
+                "limits.max_ciphertext_bytes: at least {min} (spec minimum)"
+            ));
         }
         if l.max_plaintext_bytes > 1 << 20 || l.max_ciphertext_bytes > 1 << 20 {
             self.problem("limits: plaintext and ciphertext maxima above 1 MiB are not supported");
         }
-        if l.max_aad_bytes < limits::MIN_SUPPORTED_AAD_BYTES || l.max_aad_bytes > limits::MAX_AAD_BYTES {
+        if l.max_aad_bytes < limits::MIN_SUPPORTED_AAD_BYTES
+            || l.max_aad_bytes > limits::MAX_AAD_BYTES
+        {
             self.problem(format!(
                 "limits.max_aad_bytes: between {} (spec minimum) and {} (2-byte length field)",
                 limits::MIN_SUPPORTED_AAD_BYTES,
@@ -499,18 +516,29 @@ impl Validator {
         }
         let ms = l.backend_deadline.as_millis();
         if ms == 0 || ms >= u128::from(limits::KMS_CALL_BUDGET_MS) {
-            self.problem("limits.backend_deadline_ms: between 1 and 249 (KMS gives a proxy call 250 ms)");
+            self.problem(
+                "limits.backend_deadline_ms: between 1 and 249 (KMS gives a proxy call 250 ms)",
+            );
         }
         l
     }
 
     fn key_store(&mut self, raw: RawKeyStore, allow_inline: bool) -> KeyStoreConfig {
         let name = raw.name;
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            self.problem(format!("key store name '{name}': use 1+ characters from a-z A-Z 0-9 - _"));
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            self.problem(format!(
+                "key store name '{name}': use 1+ characters from a-z A-Z 0-9 - _"
+            ));
         }
         if let Err(e) = xks_api::key_id::validate_path_prefix(&raw.path_prefix) {
-            self.problem(format!("key store '{name}': path_prefix '{}': {e}", raw.path_prefix));
+            self.problem(format!(
+                "key store '{name}': path_prefix '{}': {e}",
+                raw.path_prefix
+            ));
         }
         let aad_construction = match raw.aad_construction.as_deref().unwrap_or("spec") {
             "spec" => AadConstruction::Spec,
@@ -523,8 +551,14 @@ impl Validator {
             }
         };
         for r in &raw.regions {
-            if r.is_empty() || !r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
-                self.problem(format!("key store '{name}': region '{r}' is not a region name"));
+            if r.is_empty()
+                || !r
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                self.problem(format!(
+                    "key store '{name}': region '{r}' is not a region name"
+                ));
             }
         }
         let backend = match raw.backend {
@@ -557,7 +591,9 @@ impl Validator {
             }
         };
         if raw.credentials.is_empty() {
-            self.problem(format!("key store '{name}': at least one [[key_stores.credentials]] is required"));
+            self.problem(format!(
+                "key store '{name}': at least one [[key_stores.credentials]] is required"
+            ));
         }
         let credentials = raw
             .credentials
@@ -581,7 +617,9 @@ impl Validator {
             path_prefix: raw.path_prefix,
             aad_construction,
             regions: raw.regions,
-            requests_per_second: raw.requests_per_second.unwrap_or(defaults::REQUESTS_PER_SECOND),
+            requests_per_second: raw
+                .requests_per_second
+                .unwrap_or(defaults::REQUESTS_PER_SECOND),
             backend,
             credentials,
             #[cfg(feature = "test-hooks")]
@@ -589,7 +627,12 @@ impl Validator {
         }
     }
 
-    fn credential(&mut self, store: &str, raw: RawCredential, allow_inline: bool) -> Option<CredentialConfig> {
+    fn credential(
+        &mut self,
+        store: &str,
+        raw: RawCredential,
+        allow_inline: bool,
+    ) -> Option<CredentialConfig> {
         let akid = raw.access_key_id;
         if !valid_access_key_id(&akid) {
             self.problem(format!(
@@ -600,11 +643,16 @@ impl Validator {
             (Some(f), None, None) => {
                 let f = self.resolve(&f);
                 if let Err(e) = crate::keystore::seal::check_owner_only(&f) {
-                    self.problem(format!("key store '{store}': credential {akid}: secret file: {e}"));
+                    self.problem(format!(
+                        "key store '{store}': credential {akid}: secret file: {e}"
+                    ));
                     return None;
                 }
                 match std::fs::read_to_string(&f) {
-                    Ok(s) => (SecretSource::File(f), zeroize::Zeroizing::new(s.trim().to_owned())),
+                    Ok(s) => (
+                        SecretSource::File(f),
+                        zeroize::Zeroizing::new(s.trim().to_owned()),
+                    ),
                     Err(e) => {
                         self.problem(format!(
                             "key store '{store}': credential {akid}: cannot read {}: {e}",
@@ -615,7 +663,10 @@ impl Validator {
                 }
             }
             (None, Some(var), None) => match std::env::var(&var) {
-                Ok(s) => (SecretSource::Env(var), zeroize::Zeroizing::new(s.trim().to_owned())),
+                Ok(s) => (
+                    SecretSource::Env(var),
+                    zeroize::Zeroizing::new(s.trim().to_owned()),
+                ),
                 Err(_) => {
                     self.problem(format!(
                         "key store '{store}': credential {akid}: environment variable {var} is not set"
@@ -653,13 +704,16 @@ impl Validator {
 
 /// An XKS access key id: 20-30 characters from `A-Z 2-7` (spec Appendix A).
 pub fn valid_access_key_id(s: &str) -> bool {
-    (20..=30).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
+    (20..=30).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(&b))
 }
 
 /// An XKS secret access key: 43-64 characters from `a-z A-Z 0-9 / + =`.
 pub fn valid_secret(s: &str) -> bool {
     (43..=64).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b'='))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+' | b'='))
 }
 
 #[cfg(test)]

@@ -32,12 +32,13 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     let state = ProxyState::build(&cfg)?;
     let transport = match &cfg.server.tls {
         Some(files) => {
-            let tls = service_tls::server::load_server_config(&service_tls::server::ServerTlsFiles {
-                cert_chain: files.certificate_chain.clone(),
-                private_key: files.private_key.clone(),
-                client_auth: None,
-            })
-            .map_err(|e| RunError::Tls(e.to_string()))?;
+            let tls =
+                service_tls::server::load_server_config(&service_tls::server::ServerTlsFiles {
+                    cert_chain: files.certificate_chain.clone(),
+                    private_key: files.private_key.clone(),
+                    client_auth: None,
+                })
+                .map_err(|e| RunError::Tls(e.to_string()))?;
             Transport::Tls(tls)
         }
         None => {
@@ -47,10 +48,12 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
             Transport::PlainHttp
         }
     };
-    let listener = bind(cfg.server.listen).await.map_err(|source| RunError::Bind {
-        addr: cfg.server.listen,
-        source,
-    })?;
+    let listener = bind(cfg.server.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: cfg.server.listen,
+            source,
+        })?;
     let local = listener.local_addr().map_err(|source| RunError::Bind {
         addr: cfg.server.listen,
         source,

@@ -123,7 +123,9 @@ impl KeyStoreService {
     }
 
     async fn usable_key(&self, key_id: &XksKeyId, op: Operation) -> Result<KeyInfo, XksError> {
-        let info = self.deadline("a key lookup", self.backend.key_info(key_id)).await?;
+        let info = self
+            .deadline("a key lookup", self.backend.key_info(key_id))
+            .await?;
         if op == Operation::GetKeyMetadata {
             return Ok(info);
         }
@@ -175,15 +177,28 @@ impl KeyStoreService {
             Some(other) => {
                 return Err(err(
                     ErrorName::UnsupportedOperationException,
-                    format!("ciphertextDataIntegrityValueAlgorithm '{other}' is not supported; use SHA_256"),
+                    format!(
+                        "ciphertextDataIntegrityValueAlgorithm '{other}' is not supported; use SHA_256"
+                    ),
                 ));
             }
         };
         let info = self.usable_key(key_id, Operation::Encrypt).await?;
         check_algorithm(&req.encryption_algorithm)?;
-        let aad = req.additional_authenticated_data.as_ref().map(Base64Bytes::as_slice);
-        check_len("plaintext", req.plaintext.len(), self.limits.max_plaintext_bytes)?;
-        check_len("additionalAuthenticatedData", aad.map_or(0, <[u8]>::len), self.limits.max_aad_bytes)?;
+        let aad = req
+            .additional_authenticated_data
+            .as_ref()
+            .map(Base64Bytes::as_slice);
+        check_len(
+            "plaintext",
+            req.plaintext.len(),
+            self.limits.max_plaintext_bytes,
+        )?;
+        check_len(
+            "additionalAuthenticatedData",
+            aad.map_or(0, <[u8]>::len),
+            self.limits.max_aad_bytes,
+        )?;
 
         let metadata = CiphertextMetadata::new(self.construction, info.current_version).encode();
         let gcm_aad = self
@@ -194,7 +209,10 @@ impl KeyStoreService {
             IvSource::Proxy => {
                 let mut iv = [0u8; limits::GENERATED_IV_BYTES];
                 getrandom::fill(&mut iv).map_err(|e| {
-                    err(ErrorName::InternalException, format!("random source failed: {e}"))
+                    err(
+                        ErrorName::InternalException,
+                        format!("random source failed: {e}"),
+                    )
                 })?;
                 Some(iv)
             }
@@ -293,20 +311,33 @@ impl KeyStoreService {
         if let Some(m) = raw_metadata.filter(|m| m.len() > limits::MAX_CIPHERTEXT_METADATA_BYTES) {
             return Err(err(
                 ErrorName::ValidationException,
-                format!("ciphertextMetadata is {} bytes; at most 20 are allowed", m.len()),
+                format!(
+                    "ciphertextMetadata is {} bytes; at most 20 are allowed",
+                    m.len()
+                ),
             ));
         }
         self.usable_key(key_id, Operation::Decrypt).await?;
         check_algorithm(&req.encryption_algorithm)?;
-        let aad = req.additional_authenticated_data.as_ref().map(Base64Bytes::as_slice);
-        check_len("ciphertext", req.ciphertext.len(), self.limits.max_ciphertext_bytes)?;
-        check_len("additionalAuthenticatedData", aad.map_or(0, <[u8]>::len), self.limits.max_aad_bytes)?;
+        let aad = req
+            .additional_authenticated_data
+            .as_ref()
+            .map(Base64Bytes::as_slice);
+        check_len(
+            "ciphertext",
+            req.ciphertext.len(),
+            self.limits.max_ciphertext_bytes,
+        )?;
+        check_len(
+            "additionalAuthenticatedData",
+            aad.map_or(0, <[u8]>::len),
+            self.limits.max_aad_bytes,
+        )?;
 
         let meta = match raw_metadata {
             None => CiphertextMetadata::absent(self.construction),
-            Some(m) => CiphertextMetadata::decode(m).map_err(|e| {
-                err(ErrorName::InvalidCiphertextException, e.to_string())
-            })?,
+            Some(m) => CiphertextMetadata::decode(m)
+                .map_err(|e| err(ErrorName::InvalidCiphertextException, e.to_string()))?,
         };
         let gcm_aad = meta
             .construction
@@ -386,6 +417,10 @@ impl KeyStoreService {
 }
 
 fn require(meta: &xks_api::types::RequestMetadata, op: Operation) -> Result<(), XksError> {
-    meta.require_key_fields(op)
-        .map_err(|field| err(ErrorName::ValidationException, format!("{field} is required")))
+    meta.require_key_fields(op).map_err(|field| {
+        err(
+            ErrorName::ValidationException,
+            format!("{field} is required"),
+        )
+    })
 }

@@ -51,12 +51,18 @@ pub fn open_backend(ks: &KeyStoreConfig) -> Result<Arc<dyn KeyBackend>, StoreErr
     let backend: Box<dyn KeyBackend> = match &ks.backend {
         BackendConfig::Embedded { store, root_key } => {
             let root = RootKey::load(root_key)?;
-            Box::new(EmbeddedBackend::open(&ks.name, KeyStoreFile::new(store, root))?)
+            Box::new(EmbeddedBackend::open(
+                &ks.name,
+                KeyStoreFile::new(store, root),
+            )?)
         }
     };
     #[cfg(feature = "test-hooks")]
     let backend: Box<dyn KeyBackend> = match &ks.fault_injection {
-        Some(plan) => Box::new(crate::backend::faulty::FaultyBackend::new(backend, plan.clone())),
+        Some(plan) => Box::new(crate::backend::faulty::FaultyBackend::new(
+            backend,
+            plan.clone(),
+        )),
         None => backend,
     };
     Ok(Arc::from(backend))

@@ -46,7 +46,12 @@ impl Reply {
     /// Asserts 200 and returns the JSON.
     #[track_caller]
     pub fn ok(&self) -> &serde_json::Value {
-        assert_eq!(self.status, 200, "body: {}", String::from_utf8_lossy(&self.raw));
+        assert_eq!(
+            self.status,
+            200,
+            "body: {}",
+            String::from_utf8_lossy(&self.raw)
+        );
         &self.json
     }
 }
@@ -117,13 +122,20 @@ impl XksClient {
 
     /// POSTs JSON, signed.
     pub async fn post_json(&self, url: &str, body: &serde_json::Value) -> Reply {
-        self.send("POST", url, body.to_string().into_bytes(), SystemTime::now(), |_, _| {})
-            .await
+        self.send(
+            "POST",
+            url,
+            body.to_string().into_bytes(),
+            SystemTime::now(),
+            |_, _| {},
+        )
+        .await
     }
 
     /// POSTs raw bytes, signed.
     pub async fn post_bytes(&self, url: &str, body: Vec<u8>) -> Reply {
-        self.send("POST", url, body, SystemTime::now(), |_, _| {}).await
+        self.send("POST", url, body, SystemTime::now(), |_, _| {})
+            .await
     }
 
     /// Signs a request at `time`, lets `tamper` change it after signing, then sends it.

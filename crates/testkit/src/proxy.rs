@@ -122,7 +122,9 @@ impl ProxyFixture {
 
     /// The store file of key store `i`.
     pub fn store_file(&self, i: usize) -> PathBuf {
-        self.home.path().join(format!("keys/{}.store", self.stores[i].name))
+        self.home
+            .path()
+            .join(format!("keys/{}.store", self.stores[i].name))
     }
 
     /// Renders the config text.
@@ -141,7 +143,11 @@ impl ProxyFixture {
         t.push_str(&self.extra_toml);
         t.push('\n');
         for s in &self.stores {
-            let _ = writeln!(t, "[[key_stores]]\nname = \"{}\"\npath_prefix = \"{}\"", s.name, s.prefix);
+            let _ = writeln!(
+                t,
+                "[[key_stores]]\nname = \"{}\"\npath_prefix = \"{}\"",
+                s.name, s.prefix
+            );
             if let Some(a) = s.aad_construction {
                 let _ = writeln!(t, "aad_construction = \"{a}\"");
             }
@@ -180,12 +186,17 @@ impl ProxyFixture {
 
     /// Runs `xks-proxy <args> --config <config>` and returns its output.
     pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_command(args).output().expect("run xks-proxy")
+    }
+
+    /// The command `xks-proxy <args> --config <config>`, not yet run.
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(crate::bins::bin("xks-proxy-test"));
         c.args(args).arg("--config").arg(self.config_path());
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        c.output().expect("run xks-proxy")
+        c
     }
 
     /// Runs a `keys` command on key store `store` and asserts success; returns stdout.
@@ -267,7 +278,11 @@ impl RunningProxy {
 
     /// `https://localhost:<port>` (or `http://` for the plain-HTTP opt-in).
     pub fn base_url(&self) -> String {
-        let scheme = if self.fixture.plaintext_http { "http" } else { "https" };
+        let scheme = if self.fixture.plaintext_http {
+            "http"
+        } else {
+            "https"
+        };
         format!("{scheme}://localhost:{}", self.port)
     }
 
@@ -327,7 +342,10 @@ fn wait_for_listen_line(stdout: std::process::ChildStdout, log: &Path) -> u16 {
         let mut sent = false;
         for line in reader.lines().map_while(Result::ok) {
             if !sent && let Some(rest) = line.split("listening on ").nth(1) {
-                let port = rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok());
+                let port = rest
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok());
                 let _ = tx.send(port);
                 sent = true;
             }

@@ -17,7 +17,14 @@ pub fn unb64(v: &Value) -> Vec<u8> {
 pub fn request_id() -> String {
     let b = crate::random_bytes(16);
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// `requestMetadata` for `op` with every field KMS sends for key operations.

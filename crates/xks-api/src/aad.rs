@@ -67,13 +67,18 @@ mod tests {
     #[test]
     fn spec_construction() {
         let aad = b"project=nile";
-        let got = AadConstruction::Spec.build(Some(aad), b"\x01\x01").expect("ok");
+        let got = AadConstruction::Spec
+            .build(Some(aad), b"\x01\x01")
+            .expect("ok");
         let mut want = vec![0x00, 12];
         want.extend_from_slice(aad);
         want.extend_from_slice(&[2, 1, 1]);
         assert_eq!(got, want);
         // Absent fields still contribute both length fields.
-        assert_eq!(AadConstruction::Spec.build(None, b"").expect("ok"), vec![0, 0, 0]);
+        assert_eq!(
+            AadConstruction::Spec.build(None, b"").expect("ok"),
+            vec![0, 0, 0]
+        );
         // Moving bytes between AAD and metadata changes the result.
         let a = AadConstruction::Spec.build(Some(b"\x01"), b"").expect("ok");
         let b = AadConstruction::Spec.build(None, b"\x01").expect("ok");
@@ -94,9 +99,13 @@ mod tests {
         want.push(0);
         assert_eq!(got, want);
         // Present but empty AAD is still digested; absent AAD is not.
-        let empty = AadConstruction::ReferenceDigest.build(Some(b""), b"").expect("ok");
+        let empty = AadConstruction::ReferenceDigest
+            .build(Some(b""), b"")
+            .expect("ok");
         assert_eq!(empty.len(), 2 + 32 + 1);
-        let absent = AadConstruction::ReferenceDigest.build(None, b"").expect("ok");
+        let absent = AadConstruction::ReferenceDigest
+            .build(None, b"")
+            .expect("ok");
         assert_eq!(absent, vec![0, 0, 0]);
     }
 

@@ -116,12 +116,20 @@ mod tests {
 
     #[test]
     fn prefixes() {
-        for ok in ["", "/a", "/tenant-1/store_2", &format!("/{}", "p".repeat(116))] {
+        for ok in [
+            "",
+            "/a",
+            "/tenant-1/store_2",
+            &format!("/{}", "p".repeat(116)),
+        ] {
             assert_eq!(validate_path_prefix(ok), Ok(()), "{ok}");
         }
         assert_eq!(validate_path_prefix("a"), Err(PrefixError::Shape));
         assert_eq!(validate_path_prefix("/a/"), Err(PrefixError::Shape));
-        assert_eq!(validate_path_prefix("/a//b"), Err(PrefixError::BadCharacter));
+        assert_eq!(
+            validate_path_prefix("/a//b"),
+            Err(PrefixError::BadCharacter)
+        );
         assert_eq!(validate_path_prefix("/a.b"), Err(PrefixError::BadCharacter));
         assert_eq!(
             validate_path_prefix(&format!("/{}", "p".repeat(117))),

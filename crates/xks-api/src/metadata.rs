@@ -142,15 +142,19 @@ mod tests {
             (b"\x03\x01", UnknownFormat(3)),
             (b"v0.0.1", UnknownFormat(b'v')),
             (b"\x01", BadVersion),
-            (b"\x01\x00", BadVersion),          // version 0
-            (b"\x01\x81", BadVersion),          // unterminated
-            (b"\x01\x81\x00", BadVersion),      // non-minimal
-            (b"\x01\x01\x01", BadVersion),      // trailing byte
+            (b"\x01\x00", BadVersion),                 // version 0
+            (b"\x01\x81", BadVersion),                 // unterminated
+            (b"\x01\x81\x00", BadVersion),             // non-minimal
+            (b"\x01\x01\x01", BadVersion),             // trailing byte
             (b"\x01\xff\xff\xff\xff\x7f", BadVersion), // > u32
             (b"\x01\x80\x80\x80\x80\x80\x01", BadVersion),
         ];
         for (bytes, want) in cases {
-            assert_eq!(CiphertextMetadata::decode(bytes), Err(want.clone()), "{bytes:?}");
+            assert_eq!(
+                CiphertextMetadata::decode(bytes),
+                Err(want.clone()),
+                "{bytes:?}"
+            );
         }
     }
 }

@@ -249,7 +249,10 @@ mod tests {
             req.request_metadata.require_key_fields(Operation::Encrypt),
             Err("requestMetadata.awsPrincipalArn")
         );
-        assert_eq!(req.request_metadata.require_key_fields(Operation::Health), Ok(()));
+        assert_eq!(
+            req.request_metadata.require_key_fields(Operation::Health),
+            Ok(())
+        );
     }
 
     #[test]

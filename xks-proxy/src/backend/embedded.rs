@@ -42,7 +42,12 @@ impl LiveVersion {
         }
     }
 
-    fn encrypt(&self, iv: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<EncryptOutput, BackendError> {
+    fn encrypt(
+        &self,
+        iv: &[u8; 12],
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<EncryptOutput, BackendError> {
         let mut ciphertext = plaintext.to_vec();
         let tag = self
             .gcm
@@ -60,7 +65,8 @@ impl LiveVersion {
         let mut buf = Zeroizing::new(input.ciphertext.to_vec());
         let ok = match input.iv.len() {
             12 => {
-                let nonce = Nonce::try_from(input.iv).map_err(|_| BackendError::InvalidCiphertext)?;
+                let nonce =
+                    Nonce::try_from(input.iv).map_err(|_| BackendError::InvalidCiphertext)?;
                 self.gcm
                     .decrypt_inout_detached(&nonce, input.aad, (&mut buf[..]).into(), &tag)
             }
@@ -251,7 +257,10 @@ impl KeyBackend for EmbeddedBackend {
     fn identity(&self) -> BackendIdentity {
         BackendIdentity {
             vendor: "xks-stack".into(),
-            model: format!("embedded sealed key store (xks-proxy {})", env!("CARGO_PKG_VERSION")),
+            model: format!(
+                "embedded sealed key store (xks-proxy {})",
+                env!("CARGO_PKG_VERSION")
+            ),
         }
     }
 
@@ -277,9 +286,9 @@ impl KeyBackend for EmbeddedBackend {
 
     fn encrypt<'a>(&'a self, input: EncryptInput<'a>) -> BackendFuture<'a, EncryptOutput> {
         Box::pin(async move {
-            let iv = input
-                .iv
-                .ok_or_else(|| BackendError::Failure("the embedded backend needs a proxy IV".into()))?;
+            let iv = input.iv.ok_or_else(|| {
+                BackendError::Failure("the embedded backend needs a proxy IV".into())
+            })?;
             self.with_version(input.key_id, input.version, |v| {
                 v.encrypt(&iv, input.aad, input.plaintext)
             })
@@ -287,7 +296,9 @@ impl KeyBackend for EmbeddedBackend {
     }
 
     fn decrypt<'a>(&'a self, input: DecryptInput<'a>) -> BackendFuture<'a, Zeroizing<Vec<u8>>> {
-        Box::pin(async move { self.with_version(input.key_id, input.version, |v| v.decrypt(&input)) })
+        Box::pin(
+            async move { self.with_version(input.key_id, input.version, |v| v.decrypt(&input)) },
+        )
     }
 
     fn health_check(&self) -> BackendFuture<'_, BackendHealth> {
@@ -296,7 +307,10 @@ impl KeyBackend for EmbeddedBackend {
             let Some(hk) = snap.health_key.as_ref() else {
                 return Ok(BackendHealth {
                     status: HealthStatus::Unavailable,
-                    detail: snap.load_error.clone().unwrap_or_else(|| "no health key".into()),
+                    detail: snap
+                        .load_error
+                        .clone()
+                        .unwrap_or_else(|| "no health key".into()),
                 });
             };
             let mut probe = [0u8; 32];

@@ -100,7 +100,11 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
             let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            (r, None, Some("only POST is allowed on XKS API paths".to_owned()))
+            (
+                r,
+                None,
+                Some("only POST is allowed on XKS API paths".to_owned()),
+            )
         }
     };
     tracing::info!(
@@ -130,7 +134,11 @@ impl From<XksError> for Rejection {
     }
 }
 
-async fn handle(app: &AppState, req: Request, record: &mut RequestRecord) -> Result<Response, Rejection> {
+async fn handle(
+    app: &AppState,
+    req: Request,
+    record: &mut RequestRecord,
+) -> Result<Response, Rejection> {
     let state = app.live.load_full();
     let (parts, body) = req.into_parts();
     let api = ApiPath::parse(parts.uri.path());
@@ -177,7 +185,10 @@ async fn handle(app: &AppState, req: Request, record: &mut RequestRecord) -> Res
     }
     let raw_id = api.key_id.unwrap_or_default();
     let key_id = XksKeyId::parse(raw_id).map_err(|e| {
-        fail(ErrorName::KeyNotFoundException, format!("no key with this id: {e}"))
+        fail(
+            ErrorName::KeyNotFoundException,
+            format!("no key with this id: {e}"),
+        )
     })?;
     if !store.quota.try_acquire() {
         return Err(fail(
@@ -190,7 +201,10 @@ async fn handle(app: &AppState, req: Request, record: &mut RequestRecord) -> Res
         Operation::GetKeyMetadata => {
             let req: GetKeyMetadataRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
-            json_response(StatusCode::OK, &store.get_key_metadata(&key_id, &req).await?)
+            json_response(
+                StatusCode::OK,
+                &store.get_key_metadata(&key_id, &req).await?,
+            )
         }
         Operation::Encrypt => {
             let req: EncryptRequest = parse_json(&body)?;
@@ -213,7 +227,11 @@ fn note_metadata(record: &mut RequestRecord, m: &xks_api::types::RequestMetadata
     record.kms_operation = Some(m.kms_operation.clone());
 }
 
-async fn read_body(body: Body, headers: &http::HeaderMap, max: usize) -> Result<Zeroizing<Vec<u8>>, XksError> {
+async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, XksError> {
     let too_big = || {
         fail(
             ErrorName::UnsupportedOperationException,
@@ -227,16 +245,18 @@ async fn read_body(body: Body, headers: &http::HeaderMap, max: usize) -> Result<
     if declared.is_some_and(|n| n > max) {
         return Err(too_big());
     }
-    let collected = Limited::new(body, max)
-        .collect()
-        .await
-        .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                too_big()
-            } else {
-                fail(ErrorName::ValidationException, "the request body could not be read")
-            }
-        })?;
+    let collected = Limited::new(body, max).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_big()
+        } else {
+            fail(
+                ErrorName::ValidationException,
+                "the request body could not be read",
+            )
+        }
+    })?;
     let bytes: Bytes = collected.to_bytes();
     Ok(Zeroizing::new(bytes.to_vec()))
 }

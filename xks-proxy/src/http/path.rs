@@ -19,11 +19,8 @@ pub struct ApiPath<'a> {
 impl<'a> ApiPath<'a> {
     /// Parses `path`; `None` if it is not shaped like an XKS API path.
     pub fn parse(path: &'a str) -> Option<Self> {
-        let at = path.rfind(MARK).or_else(|| {
-            // `{prefix}/kms/xks/v1/keys/{id}/op` where the id itself contains the mark cannot
-            // occur (ids have no '/'), so the last occurrence is the right one.
-            None
-        })?;
+        // Key ids contain no '/', so the last occurrence of the mark is the right one.
+        let at = path.rfind(MARK)?;
         let prefix = &path[..at];
         let rest = &path[at + MARK.len()..];
         if rest == "health" {
@@ -59,7 +56,10 @@ mod tests {
     #[test]
     fn shapes() {
         let p = ApiPath::parse("/kms/xks/v1/health").expect("health");
-        assert_eq!((p.prefix, p.operation, p.key_id), ("", Operation::Health, None));
+        assert_eq!(
+            (p.prefix, p.operation, p.key_id),
+            ("", Operation::Health, None)
+        );
         let p = ApiPath::parse("/t/1/kms/xks/v1/keys/k.1_-/encrypt").expect("encrypt");
         assert_eq!(
             (p.prefix, p.operation, p.key_id),

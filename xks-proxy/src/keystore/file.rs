@@ -329,7 +329,8 @@ mod tests {
                 std::thread::spawn(move || {
                     let s = KeyStoreFile::new(&path, RootKey::from_bytes(rb));
                     for i in 0..5 {
-                        s.update(|c| add_key(c, &format!("k{t}-{i}"))).expect("update");
+                        s.update(|c| add_key(c, &format!("k{t}-{i}")))
+                            .expect("update");
                     }
                 })
             })

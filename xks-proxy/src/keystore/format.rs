@@ -213,7 +213,9 @@ impl StoreContents {
                     .last()
                     .is_some_and(|p: &StoredVersion| p.version >= version)
                 {
-                    return Err(StoreError::Corrupt(format!("key {id}: versions out of order")));
+                    return Err(StoreError::Corrupt(format!(
+                        "key {id}: versions out of order"
+                    )));
                 }
                 versions.push(StoredVersion {
                     version,
@@ -308,9 +310,15 @@ mod tests {
         assert_eq!(k.status, KeyStatus::Disabled);
         assert_eq!(k.usages.names(), vec!["DECRYPT".to_owned()]);
         assert_eq!(k.current_version(), 2);
-        assert_eq!(&k.versions[1].material[..], &c.keys[&id].versions[1].material[..]);
+        assert_eq!(
+            &k.versions[1].material[..],
+            &c.keys[&id].versions[1].material[..]
+        );
         for cut in 0..bytes.len() {
-            assert!(StoreContents::decode(0, &bytes[..cut]).is_err(), "cut {cut}");
+            assert!(
+                StoreContents::decode(0, &bytes[..cut]).is_err(),
+                "cut {cut}"
+            );
         }
         assert!(!format!("{d:?}").contains(&format!("{:?}", &k.versions[0].material[..])));
     }

@@ -78,10 +78,11 @@ impl RootKey {
                 Self::parse(&raw, &path.display().to_string())
             }
             RootKeySource::Env(var) => {
-                let value = Zeroizing::new(std::env::var(var).map_err(|_| StoreError::RootKey {
-                    source_name: format!("${var}"),
-                    reason: "the environment variable is not set".into(),
-                })?);
+                let value =
+                    Zeroizing::new(std::env::var(var).map_err(|_| StoreError::RootKey {
+                        source_name: format!("${var}"),
+                        reason: "the environment variable is not set".into(),
+                    })?);
                 Self::parse(value.as_bytes(), &format!("${var}"))
             }
         }
@@ -132,12 +133,13 @@ pub fn parse_key_bytes(raw: &[u8], source_name: &str) -> Result<Zeroizing<[u8; 3
         source_name: source_name.into(),
         reason: "expected 32 raw bytes or base64 of 32 bytes".into(),
     })?;
-    let decoded = Zeroizing::new(xks_api::bytes::decode(text.trim()).map_err(|_| {
-        StoreError::RootKey {
-            source_name: source_name.into(),
-            reason: "expected 32 raw bytes or base64 of 32 bytes".into(),
-        }
-    })?);
+    let decoded =
+        Zeroizing::new(
+            xks_api::bytes::decode(text.trim()).map_err(|_| StoreError::RootKey {
+                source_name: source_name.into(),
+                reason: "expected 32 raw bytes or base64 of 32 bytes".into(),
+            })?,
+        );
     if decoded.len() != 32 {
         return Err(StoreError::RootKey {
             source_name: source_name.into(),
@@ -159,7 +161,10 @@ pub fn check_owner_only(path: &Path) -> Result<(), StoreError> {
     if mode & 0o077 != 0 {
         return Err(StoreError::RootKey {
             source_name: path.display().to_string(),
-            reason: format!("permissions {:o} let others read it; use chmod 600", mode & 0o777),
+            reason: format!(
+                "permissions {:o} let others read it; use chmod 600",
+                mode & 0o777
+            ),
         });
     }
     Ok(())
