@@ -37,6 +37,17 @@ pub enum Command {
     Keys(KeysArgs),
     /// TLS helpers for local use.
     Tls(TlsArgs),
+    /// Validate everything a start would: the config, TLS files, root keys, key stores,
+    /// and a health round trip with each store's test key.
+    CheckConfig(CheckConfigArgs),
+}
+
+/// `check-config` arguments.
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Config file (default as for `serve`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// `serve` arguments.
@@ -218,6 +229,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Command::Keys(args) => keys(args),
+        Command::CheckConfig(args) => check_config(args),
         Command::Tls(TlsArgs {
             action:
                 TlsAction::SelfSigned {
@@ -246,6 +258,20 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     runtime
         .block_on(crate::run::run(cfg))
         .map_err(|e| CliError::Other(e.to_string()))
+}
+
+fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
+    let (path, _) = config_path(args.config.as_deref());
+    let cfg = ProxyConfig::load(&path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))?;
+    let report = runtime
+        .block_on(crate::run::check(&cfg))
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    print!("{report}");
+    Ok(())
 }
 
 fn init_logging(cfg: &ProxyConfig) {

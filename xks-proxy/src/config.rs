@@ -349,6 +349,7 @@ impl ProxyConfig {
         let mut v = Validator {
             base,
             problems: Vec::new(),
+            access_key_ids: HashSet::new(),
         };
         let cfg = v.config(raw);
         if v.problems.is_empty() {
@@ -368,6 +369,7 @@ impl ProxyConfig {
 struct Validator {
     base: PathBuf,
     problems: Vec<String>,
+    access_key_ids: HashSet<String>,
 }
 
 impl Validator {
@@ -447,7 +449,6 @@ impl Validator {
             .collect();
         let mut names = HashSet::new();
         let mut prefixes = HashSet::new();
-        let mut akids = HashSet::new();
         for ks in &key_stores {
             if !names.insert(ks.name.clone()) {
                 self.problem(format!("key store name '{}' is used twice", ks.name));
@@ -457,14 +458,6 @@ impl Validator {
                     "key store '{}': path_prefix '{}' is used by another key store",
                     ks.name, ks.path_prefix
                 ));
-            }
-            for c in &ks.credentials {
-                if !akids.insert(c.access_key_id.clone()) {
-                    self.problem(format!(
-                        "access key id {} is configured twice (ids must be unambiguous)",
-                        c.access_key_id
-                    ));
-                }
             }
         }
         ProxyConfig {
@@ -634,6 +627,11 @@ impl Validator {
         allow_inline: bool,
     ) -> Option<CredentialConfig> {
         let akid = raw.access_key_id;
+        if !self.access_key_ids.insert(akid.clone()) {
+            self.problem(format!(
+                "access key id {akid} is configured twice (ids must be unambiguous)"
+            ));
+        }
         if !valid_access_key_id(&akid) {
             self.problem(format!(
                 "key store '{store}': access key id '{akid}' must be 20-30 characters from A-Z 2-7"

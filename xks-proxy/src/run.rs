@@ -17,6 +17,9 @@ pub enum RunError {
     /// TLS files could not be loaded.
     #[error("TLS: {0}")]
     Tls(String),
+    /// `check-config` found a problem.
+    #[error("{0}")]
+    Check(String),
     /// The listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -30,7 +33,39 @@ pub enum RunError {
 /// Runs the proxy described by `cfg` until a termination signal.
 pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     let state = ProxyState::build(&cfg)?;
-    let transport = match &cfg.server.tls {
+    let transport = transport(&cfg)?;
+    serve_state(cfg, state, transport).await
+}
+
+/// Validates everything a start would, without listening; returns a report.
+pub async fn check(cfg: &ProxyConfig) -> Result<String, RunError> {
+    let state = ProxyState::build(cfg)?;
+    transport(cfg)?;
+    let mut report = format!("config {} is valid\n", cfg.path.display());
+    let mut failed = Vec::new();
+    for store in &state.stores {
+        let health = store.backend.health_check().await;
+        let (status, detail) = match health {
+            Ok(h) => (format!("{:?}", h.status).to_uppercase(), h.detail),
+            Err(e) => ("UNAVAILABLE".to_owned(), e.to_string()),
+        };
+        if status != "ACTIVE" {
+            failed.push(store.name.clone());
+        }
+        report.push_str(&format!(
+            "key store '{}' ({}/kms/xks/v1): test key round trip {status} ({detail})\n",
+            store.name, store.path_prefix
+        ));
+    }
+    if failed.is_empty() {
+        Ok(report)
+    } else {
+        Err(RunError::Check(format!("{report}not healthy: {}", failed.join(", "))))
+    }
+}
+
+fn transport(cfg: &ProxyConfig) -> Result<Transport, RunError> {
+    Ok(match &cfg.server.tls {
         Some(files) => {
             let tls =
                 service_tls::server::load_server_config(&service_tls::server::ServerTlsFiles {
@@ -41,13 +76,16 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
                 .map_err(|e| RunError::Tls(e.to_string()))?;
             Transport::Tls(tls)
         }
-        None => {
-            tracing::warn!(
-                "serving plain HTTP (server.allow_plaintext_http = true): only behind a TLS-terminating load balancer"
-            );
-            Transport::PlainHttp
-        }
-    };
+        None => Transport::PlainHttp,
+    })
+}
+
+async fn serve_state(cfg: ProxyConfig, state: ProxyState, transport: Transport) -> Result<(), RunError> {
+    if matches!(transport, Transport::PlainHttp) {
+        tracing::warn!(
+            "serving plain HTTP (server.allow_plaintext_http = true): only behind a TLS-terminating load balancer"
+        );
+    }
     let listener = bind(cfg.server.listen)
         .await
         .map_err(|source| RunError::Bind {

@@ -2,7 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::failpoint;
@@ -139,6 +139,14 @@ impl KeyStoreFile {
 
     /// Creates a new, empty store. Fails if one exists.
     pub fn create(&self) -> Result<(), StoreError> {
+        let dir = self.dir();
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
         let _lock = self.lock()?;
         if self.identity()?.is_some() {
             return Err(StoreError::AlreadyExists(self.path.clone()));

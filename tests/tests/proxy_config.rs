@@ -1,0 +1,104 @@
+//! The documented example config loads and passes `check-config`; config problems are all
+//! reported at once and stop the proxy from starting.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[test]
+fn the_example_config_in_deploy_passes_check_config() {
+    let root = testkit::bins::workspace_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::copy(root.join("deploy/xks-proxy.example.toml"), &cfg).expect("copy example");
+    // The files the example names.
+    let pki = testkit::pki::TestPki::create(&dir.path().join("tls"));
+    assert!(pki.server_chain.ends_with("tls/server.pem"));
+    write_private(&dir.path().join("secrets/root.key"), &testkit::random_secret());
+    write_private(&dir.path().join("secrets/payments-1.secret"), &testkit::random_secret());
+    write_private(&dir.path().join("secrets/analytics.secret"), &testkit::random_secret());
+    let bin = testkit::bins::bin("xks-proxy-test");
+    for store in ["payments", "analytics"] {
+        let out = Command::new(&bin)
+            .args(["keys", "--key-store", store, "init", "--config"])
+            .arg(&cfg)
+            .env("XKS_PROXY_PAYMENTS_SECRET_2", testkit::random_secret())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = Command::new(&bin)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("XKS_PROXY_PAYMENTS_SECRET_2", testkit::random_secret())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("key store 'payments' (/payments/kms/xks/v1): test key round trip ACTIVE"), "{stdout}");
+    assert!(stdout.contains("key store 'analytics'"), "{stdout}");
+
+    // Without the environment variable the second credential names, the same config fails,
+    // and the message says which variable.
+    let out = Command::new(&bin).args(["check-config", "--config"]).arg(&cfg).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("XKS_PROXY_PAYMENTS_SECRET_2"));
+}
+
+#[test]
+fn every_config_problem_is_reported_together_and_secrets_must_be_private() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(dir.path().join("world-readable.secret"), testkit::random_secret()).expect("write");
+    std::fs::set_permissions(dir.path().join("world-readable.secret"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(
+        &cfg,
+        r#"
+[server]
+listen = "127.0.0.1:99999"
+[health]
+cache_seconds = 61
+[[key_stores]]
+name = "a"
+path_prefix = "/a"
+backend = { type = "embedded", store = "keys/a.store", root_key_file = "keys/root.key" }
+[[key_stores.credentials]]
+access_key_id = "AAAAAAAAAAAAAAAAAAAAAAAA"
+secret_file = "world-readable.secret"
+[[key_stores]]
+name = "a"
+path_prefix = "/a"
+backend = { type = "embedded", store = "keys/b.store", root_key_env = "X" }
+[[key_stores.credentials]]
+access_key_id = "AAAAAAAAAAAAAAAAAAAAAAAA"
+secret = "inline-secret-inline-secret-inline-secret-inline"
+"#,
+    )
+    .expect("write");
+    let out = Command::new(testkit::bins::bin("xks-proxy-test"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "server.listen",
+        "server.tls is required",
+        "cache_seconds",
+        "root key file must not be in the key store's directory",
+        "use chmod 600",
+        "name 'a' is used twice",
+        "path_prefix '/a' is used by another key store",
+        "inline secrets need [dev] allow_inline_secrets",
+        "configured twice",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert!(!err.contains("inline-secret-inline"), "a secret appeared in an error message");
+}
