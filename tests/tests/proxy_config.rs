@@ -19,9 +19,18 @@ fn the_example_config_in_deploy_passes_check_config() {
     // The files the example names.
     let pki = testkit::pki::TestPki::create(&dir.path().join("tls"));
     assert!(pki.server_chain.ends_with("tls/server.pem"));
-    write_private(&dir.path().join("secrets/root.key"), &testkit::random_secret());
-    write_private(&dir.path().join("secrets/payments-1.secret"), &testkit::random_secret());
-    write_private(&dir.path().join("secrets/analytics.secret"), &testkit::random_secret());
+    write_private(
+        &dir.path().join("secrets/root.key"),
+        &testkit::random_secret(),
+    );
+    write_private(
+        &dir.path().join("secrets/payments-1.secret"),
+        &testkit::random_secret(),
+    );
+    write_private(
+        &dir.path().join("secrets/analytics.secret"),
+        &testkit::random_secret(),
+    );
     let bin = testkit::bins::bin("xks-proxy-test");
     for store in ["payments", "analytics"] {
         let out = Command::new(&bin)
@@ -30,7 +39,11 @@ fn the_example_config_in_deploy_passes_check_config() {
             .env("XKS_PROXY_PAYMENTS_SECRET_2", testkit::random_secret())
             .output()
             .expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let out = Command::new(&bin)
         .args(["check-config", "--config"])
@@ -39,13 +52,24 @@ fn the_example_config_in_deploy_passes_check_config() {
         .output()
         .expect("run");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("key store 'payments' (/payments/kms/xks/v1): test key round trip ACTIVE"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("key store 'payments' (/payments/kms/xks/v1): test key round trip ACTIVE"),
+        "{stdout}"
+    );
     assert!(stdout.contains("key store 'analytics'"), "{stdout}");
 
     // Without the environment variable the second credential names, the same config fails,
     // and the message says which variable.
-    let out = Command::new(&bin).args(["check-config", "--config"]).arg(&cfg).output().expect("run");
+    let out = Command::new(&bin)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("XKS_PROXY_PAYMENTS_SECRET_2"));
 }
@@ -54,8 +78,16 @@ fn the_example_config_in_deploy_passes_check_config() {
 fn every_config_problem_is_reported_together_and_secrets_must_be_private() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("config.toml");
-    std::fs::write(dir.path().join("world-readable.secret"), testkit::random_secret()).expect("write");
-    std::fs::set_permissions(dir.path().join("world-readable.secret"), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    std::fs::write(
+        dir.path().join("world-readable.secret"),
+        testkit::random_secret(),
+    )
+    .expect("write");
+    std::fs::set_permissions(
+        dir.path().join("world-readable.secret"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .expect("chmod");
     std::fs::write(
         &cfg,
         r#"
@@ -100,5 +132,8 @@ secret = "inline-secret-inline-secret-inline-secret-inline"
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
-    assert!(!err.contains("inline-secret-inline"), "a secret appeared in an error message");
+    assert!(
+        !err.contains("inline-secret-inline"),
+        "a secret appeared in an error message"
+    );
 }

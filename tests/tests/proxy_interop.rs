@@ -12,9 +12,18 @@ fn start() -> RunningProxy {
 }
 
 /// Runs curl, returning (status, http version, body).
-fn curl(p: &RunningProxy, http: &str, secret: &str, suffix: &str, body: &str) -> (u16, String, String) {
+fn curl(
+    p: &RunningProxy,
+    http: &str,
+    secret: &str,
+    suffix: &str,
+    body: &str,
+) -> (u16, String, String) {
     let (akid, _) = &p.fixture.stores[0].credentials[0];
-    let url = format!("https://xks.test:{}{}/kms/xks/v1/{suffix}", p.port, p.fixture.stores[0].prefix);
+    let url = format!(
+        "https://xks.test:{}{}/kms/xks/v1/{suffix}",
+        p.port, p.fixture.stores[0].prefix
+    );
     let out = Command::new("curl")
         .args(["-sS", http, "--cacert"])
         .arg(&p.fixture.pki.ca_pem)
@@ -25,13 +34,23 @@ fn curl(p: &RunningProxy, http: &str, secret: &str, suffix: &str, body: &str) ->
         .args(["-w", "\n%{http_code} %{http_version}"])
         .arg(url)
         .output()
-        .expect("curl must be installed (apt-get install curl); the README's test command installs it");
-    assert!(out.status.success(), "curl failed: {}", String::from_utf8_lossy(&out.stderr));
+        .expect(
+            "curl must be installed (apt-get install curl); the README's test command installs it",
+        );
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, tail) = text.rsplit_once('\n').expect("status line");
     let mut parts = tail.split(' ');
     let status = parts.next().and_then(|s| s.parse().ok()).expect("status");
-    (status, parts.next().unwrap_or("").to_owned(), body.to_owned())
+    (
+        status,
+        parts.next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
 }
 
 #[test]
@@ -41,7 +60,13 @@ fn curl_aws_sigv4_drives_every_operation_over_http1_and_h2() {
     for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
         let (s, v, body) = curl(&p, flag, &secret, "health", &xks::health().to_string());
         assert_eq!((s, v.as_str()), (200, version), "{body}");
-        let (s, _, body) = curl(&p, flag, &secret, "keys/curl-key/metadata", &xks::metadata().to_string());
+        let (s, _, body) = curl(
+            &p,
+            flag,
+            &secret,
+            "keys/curl-key/metadata",
+            &xks::metadata().to_string(),
+        );
         assert_eq!(s, 200, "{body}");
         let aad = b"curl aad";
         let (s, _, body) = curl(
@@ -53,12 +78,24 @@ fn curl_aws_sigv4_drives_every_operation_over_http1_and_h2() {
         );
         assert_eq!(s, 200, "{body}");
         let e: serde_json::Value = serde_json::from_str(&body).expect("json");
-        let (s, _, body) = curl(&p, flag, &secret, "keys/curl-key/decrypt", &xks::decrypt_of(&e, Some(aad)).to_string());
+        let (s, _, body) = curl(
+            &p,
+            flag,
+            &secret,
+            "keys/curl-key/decrypt",
+            &xks::decrypt_of(&e, Some(aad)).to_string(),
+        );
         assert_eq!(s, 200, "{body}");
         let d: serde_json::Value = serde_json::from_str(&body).expect("json");
         assert_eq!(unb64(&d["plaintext"]), b"from curl");
         // A wrong secret is refused.
-        let (s, _, body) = curl(&p, flag, &testkit::random_secret(), "health", &xks::health().to_string());
+        let (s, _, body) = curl(
+            &p,
+            flag,
+            &testkit::random_secret(),
+            "health",
+            &xks::health().to_string(),
+        );
         assert_eq!(s, 401, "{body}");
         assert!(body.contains("AuthenticationFailedException"));
     }
@@ -85,7 +122,12 @@ except urllib.error.HTTPError as e:
 print(json.dumps({"status": status, "body": text}))
 "#;
 
-fn botocore(p: &RunningProxy, region: &str, suffix: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+fn botocore(
+    p: &RunningProxy,
+    region: &str,
+    suffix: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("client.py");
     std::fs::write(&script, BOTOCORE_CLIENT).expect("write script");
@@ -97,10 +139,15 @@ fn botocore(p: &RunningProxy, region: &str, suffix: &str, body: &serde_json::Val
         .args([akid, secret, region, &body.to_string()])
         .output()
         .expect("python3 must be installed; the README's test command installs it");
-    assert!(out.status.success(), "botocore client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "botocore client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let status = u16::try_from(v["status"].as_u64().expect("status")).expect("u16");
-    let body = serde_json::from_str(v["body"].as_str().expect("body")).unwrap_or(serde_json::Value::Null);
+    let body =
+        serde_json::from_str(v["body"].as_str().expect("body")).unwrap_or(serde_json::Value::Null);
     (status, body)
 }
 
@@ -110,15 +157,28 @@ async fn botocore_signed_requests_are_accepted() {
     let (s, h) = botocore(&p, "eu-west-1", "health", &xks::health());
     assert_eq!(s, 200, "{h}");
     assert_eq!(h["ekmFleetDetails"][0]["healthStatus"], "ACTIVE");
-    let (s, e) = botocore(&p, "eu-west-1", "keys/curl-key/encrypt", &xks::encrypt(b"boto", None, false));
+    let (s, e) = botocore(
+        &p,
+        "eu-west-1",
+        "keys/curl-key/encrypt",
+        &xks::encrypt(b"boto", None, false),
+    );
     assert_eq!(s, 200, "{e}");
-    let (s, d) = botocore(&p, "ap-southeast-2", "keys/curl-key/decrypt", &xks::decrypt_of(&e, None));
+    let (s, d) = botocore(
+        &p,
+        "ap-southeast-2",
+        "keys/curl-key/decrypt",
+        &xks::decrypt_of(&e, None),
+    );
     assert_eq!(s, 200, "{d}");
     assert_eq!(unb64(&d["plaintext"]), b"boto");
     // What botocore's session encrypted decrypts through our own signer too.
     let r = p
         .client(0)
-        .post_json(&p.api_url(0, "keys/curl-key/decrypt"), &xks::decrypt_of(&e, None))
+        .post_json(
+            &p.api_url(0, "keys/curl-key/decrypt"),
+            &xks::decrypt_of(&e, None),
+        )
         .await;
     assert_eq!(unb64(&r.ok()["plaintext"]), b"boto");
     // A botocore request whose signature is for another body is refused.
@@ -128,7 +188,11 @@ async fn botocore_signed_requests_are_accepted() {
     assert_eq!(s, 401, "{body}");
 }
 
-fn botocore_tampered(p: &RunningProxy, signed: &serde_json::Value, sent: &serde_json::Value) -> (u16, serde_json::Value) {
+fn botocore_tampered(
+    p: &RunningProxy,
+    signed: &serde_json::Value,
+    sent: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     // Sign one body with botocore, send another: the proxy must notice.
     let script = BOTOCORE_CLIENT.replace(
         "out = urllib.request.Request(url, data=body.encode()",
@@ -142,11 +206,24 @@ fn botocore_tampered(p: &RunningProxy, signed: &serde_json::Value, sent: &serde_
         .arg(&path)
         .arg(p.api_url(0, "keys/curl-key/encrypt"))
         .arg(&p.fixture.pki.ca_pem)
-        .args([akid, secret, "us-east-1", &signed.to_string(), &sent.to_string()])
+        .args([
+            akid,
+            secret,
+            "us-east-1",
+            &signed.to_string(),
+            &sent.to_string(),
+        ])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let status = u16::try_from(v["status"].as_u64().expect("status")).expect("u16");
-    (status, serde_json::from_str(v["body"].as_str().unwrap_or("")).unwrap_or_default())
+    (
+        status,
+        serde_json::from_str(v["body"].as_str().unwrap_or("")).unwrap_or_default(),
+    )
 }

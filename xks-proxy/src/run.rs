@@ -60,7 +60,10 @@ pub async fn check(cfg: &ProxyConfig) -> Result<String, RunError> {
     if failed.is_empty() {
         Ok(report)
     } else {
-        Err(RunError::Check(format!("{report}not healthy: {}", failed.join(", "))))
+        Err(RunError::Check(format!(
+            "{report}not healthy: {}",
+            failed.join(", ")
+        )))
     }
 }
 
@@ -80,7 +83,11 @@ fn transport(cfg: &ProxyConfig) -> Result<Transport, RunError> {
     })
 }
 
-async fn serve_state(cfg: ProxyConfig, state: ProxyState, transport: Transport) -> Result<(), RunError> {
+async fn serve_state(
+    cfg: ProxyConfig,
+    state: ProxyState,
+    transport: Transport,
+) -> Result<(), RunError> {
     if matches!(transport, Transport::PlainHttp) {
         tracing::warn!(
             "serving plain HTTP (server.allow_plaintext_http = true): only behind a TLS-terminating load balancer"
