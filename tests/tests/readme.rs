@@ -43,10 +43,7 @@ struct Group(u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-KILL")
-            .arg(format!("-{}", self.0))
-            .status();
+        testkit::signal_process_group(self.0, "KILL");
     }
 }
 

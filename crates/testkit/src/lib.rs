@@ -34,3 +34,21 @@ pub fn random_access_key_id() -> String {
 pub fn random_secret() -> String {
     xks_api::bytes::encode(&random_bytes(32))
 }
+
+/// Sends `signal` (e.g. "TERM") to process `pid`.
+pub fn signal_process(pid: u32, signal: &str) {
+    bash_kill(&format!("kill -s {signal} {pid}"));
+}
+
+/// Sends `signal` to every process of process group `pgid`.
+pub fn signal_process_group(pgid: u32, signal: &str) {
+    bash_kill(&format!("kill -s {signal} -- -{pgid}"));
+}
+
+fn bash_kill(command: &str) {
+    // bash's builtin kill, not /bin/kill: procps-ng 4.0.2's kill misparses "-<pgid>" and
+    // can end up signalling every process on the machine (kill(-1)).
+    let _ = std::process::Command::new("bash")
+        .args(["-c", command])
+        .status();
+}

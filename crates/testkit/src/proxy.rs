@@ -308,10 +308,7 @@ impl RunningProxy {
 
     /// Sends SIGTERM and waits for exit (at most `timeout`); returns whether it exited.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        crate::signal_process(self.child.id(), "TERM");
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
