@@ -131,4 +131,5 @@ fn the_readme_start_command_works_in_a_fresh_home() {
     );
     assert!(body.contains("\"healthStatus\":\"ACTIVE\""), "{body}");
     let _ = child.kill();
+    let _ = child.wait();
 }
