@@ -55,11 +55,15 @@ fn the_readme_start_command_works_in_a_fresh_home() {
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{real_home}/.cargo"));
     let rustup_home =
         std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{real_home}/.rustup"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    // The local setup puts the admin listener on the next port: find two free ones.
+    let port = (0..100)
+        .find_map(|_| {
+            let a = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let p = a.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
+            Some(p)
+        })
+        .expect("two free ports");
     let mut child = Command::new("bash")
         .args(["-c", &start])
         .current_dir(testkit::bins::workspace_root())
@@ -70,7 +74,9 @@ fn the_readme_start_command_works_in_a_fresh_home() {
         .env_remove("XKS_PROXY_HOME")
         .env_remove("XKS_PROXY_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(home.path().join("start.log")).expect("log file"),
+        ))
         .process_group(0)
         .spawn()
         .expect("bash");
@@ -94,7 +100,8 @@ fn the_readme_start_command_works_in_a_fresh_home() {
         .expect("the start command printed nothing");
     assert!(
         printed.contains("listening on https://"),
-        "did not start:\n{printed}"
+        "did not start:\n{printed}\n{}",
+        std::fs::read_to_string(home.path().join("start.log")).unwrap_or_default()
     );
     assert!(home.path().join(".xks-proxy/config.toml").exists());
     let root_key =

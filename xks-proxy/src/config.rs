@@ -28,6 +28,16 @@ pub mod defaults {
     pub const HEALTH_CACHE_SECONDS: u64 = 10;
     /// Requests per second per key store (AWS's default quota per external key store).
     pub const REQUESTS_PER_SECOND: u32 = 1800;
+    /// Most connections open at once.
+    pub const MAX_CONNECTIONS: usize = 4096;
+    /// Most requests in flight at once (health exempt).
+    pub const MAX_IN_FLIGHT_REQUESTS: usize = 1024;
+    /// Idle connections are closed after this many seconds.
+    pub const IDLE_TIMEOUT_SECONDS: u64 = 60;
+    /// How often watched files are checked for changes (milliseconds; 0 disables).
+    pub const RELOAD_POLL_MS: u64 = 1000;
+    /// The admin listener's address: loopback only.
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9090";
     /// The SigV4 service name KMS signs with.
     pub const SIGV4_SERVICE: &str = "kms-xks-proxy";
 }
@@ -77,6 +87,10 @@ struct RawConfig {
     #[serde(default)]
     dev: RawDev,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    authorization: RawAuthorization,
+    #[serde(default)]
     key_stores: Vec<RawKeyStore>,
 }
 
@@ -87,6 +101,31 @@ struct RawServer {
     #[serde(default)]
     allow_plaintext_http: bool,
     tls: Option<RawTls>,
+    max_connections: Option<usize>,
+    max_in_flight_requests: Option<usize>,
+    idle_timeout_seconds: Option<u64>,
+    reload_poll_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthorization {
+    policy_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    ca_bundle: PathBuf,
+    accepted_names: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +133,7 @@ struct RawServer {
 struct RawTls {
     certificate_chain: PathBuf,
     private_key: PathBuf,
+    client_auth: Option<RawClientAuth>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +219,10 @@ pub struct ProxyConfig {
     pub logging: LoggingConfig,
     /// Logical key stores.
     pub key_stores: Vec<KeyStoreConfig>,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// Secondary authorization policy file, if any (never applied to health).
+    pub authorization_policy: Option<PathBuf>,
 }
 
 /// Listener settings.
@@ -188,6 +232,31 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// TLS files, or `None` for plain HTTP (explicit opt-in only).
     pub tls: Option<TlsFiles>,
+    /// Most connections open at once; further clients wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most requests in flight at once; more get 429 ThrottlingException (health exempt).
+    pub max_in_flight_requests: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// How often config, credential, policy and TLS files are checked for changes
+    /// (`None`: only SIGHUP reloads).
+    pub reload_poll: Option<Duration>,
+}
+
+/// The admin listener (`/metrics`, `/ping`), plain HTTP, loopback by default.
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    /// Address, or `None` when disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+/// mTLS: which client certificates the listener accepts.
+#[derive(Debug, Clone)]
+pub struct ClientAuthFiles {
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub ca_bundle: PathBuf,
+    /// Accepted client names (certificate CN or DNS SAN), e.g. `cks.kms.eu-west-1.amazonaws.com`.
+    pub accepted_names: Vec<String>,
 }
 
 /// Server certificate files.
@@ -197,6 +266,8 @@ pub struct TlsFiles {
     pub certificate_chain: PathBuf,
     /// PEM private key.
     pub private_key: PathBuf,
+    /// mTLS settings, when client certificates are required.
+    pub client_auth: Option<ClientAuthFiles>,
 }
 
 /// Size limits and deadlines.
@@ -326,6 +397,37 @@ pub struct KeyStoreConfig {
 }
 
 impl ProxyConfig {
+    /// Every file whose change should reload the configuration: the config itself, TLS
+    /// files, secret files and the authorization policy. (Key-store files are watched by
+    /// their backends.)
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        let mut files = vec![self.path.clone()];
+        if let Some(tls) = &self.server.tls {
+            files.push(tls.certificate_chain.clone());
+            files.push(tls.private_key.clone());
+            if let Some(ca) = &tls.client_auth {
+                files.push(ca.ca_bundle.clone());
+            }
+        }
+        if let Some(p) = &self.authorization_policy {
+            files.push(p.clone());
+        }
+        for ks in &self.key_stores {
+            for c in &ks.credentials {
+                if let SecretSource::File(f) = &c.source {
+                    files.push(f.clone());
+                }
+            }
+            let BackendConfig::Embedded { root_key, .. } = &ks.backend;
+            if let RootKeySource::File(f) = root_key {
+                files.push(f.clone());
+            }
+        }
+        files.sort();
+        files.dedup();
+        files
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -397,6 +499,15 @@ impl Validator {
             (Some(t), false) => Some(TlsFiles {
                 certificate_chain: self.resolve(&t.certificate_chain),
                 private_key: self.resolve(&t.private_key),
+                client_auth: t.client_auth.map(|c| {
+                    if c.accepted_names.is_empty() {
+                        self.problem("server.tls.client_auth.accepted_names: name at least one accepted client name");
+                    }
+                    ClientAuthFiles {
+                        ca_bundle: self.resolve(&c.ca_bundle),
+                        accepted_names: c.accepted_names,
+                    }
+                }),
             }),
             (Some(_), true) => {
                 self.problem("server: set either [server.tls] or allow_plaintext_http, not both");
@@ -410,6 +521,54 @@ impl Validator {
                 None
             }
         };
+        let max_connections = raw
+            .server
+            .max_connections
+            .unwrap_or(defaults::MAX_CONNECTIONS);
+        let max_in_flight_requests = raw
+            .server
+            .max_in_flight_requests
+            .unwrap_or(defaults::MAX_IN_FLIGHT_REQUESTS);
+        if max_connections == 0 || max_in_flight_requests == 0 {
+            self.problem("server.max_connections and server.max_in_flight_requests: at least 1");
+        }
+        let idle_timeout = Duration::from_secs(
+            raw.server
+                .idle_timeout_seconds
+                .unwrap_or(defaults::IDLE_TIMEOUT_SECONDS),
+        );
+        if idle_timeout.is_zero() {
+            self.problem("server.idle_timeout_seconds: at least 1");
+        }
+        let reload_poll = match raw
+            .server
+            .reload_poll_ms
+            .unwrap_or(defaults::RELOAD_POLL_MS)
+        {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let admin = AdminConfig {
+            listen: if raw.admin.disabled {
+                None
+            } else {
+                let text = raw
+                    .admin
+                    .listen
+                    .as_deref()
+                    .unwrap_or(defaults::ADMIN_LISTEN);
+                match text.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.problem(format!(
+                            "admin.listen: '{text}' is not an address like 127.0.0.1:9090"
+                        ));
+                        None
+                    }
+                }
+            },
+        };
+        let authorization_policy = raw.authorization.policy_file.map(|p| self.resolve(&p));
         let limits = self.limits(&raw.limits);
         let health = HealthConfig {
             cache: Duration::from_secs(
@@ -462,7 +621,16 @@ impl Validator {
         }
         ProxyConfig {
             path: PathBuf::new(),
-            server: ServerConfig { listen, tls },
+            server: ServerConfig {
+                listen,
+                tls,
+                max_connections,
+                max_in_flight_requests,
+                idle_timeout,
+                reload_poll,
+            },
+            admin,
+            authorization_policy,
             limits,
             health,
             logging,

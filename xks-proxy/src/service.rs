@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::backend::{BackendError, DecryptInput, EncryptInput, IvSource, KeyBackend, KeyInfo};
 use crate::config::{HealthConfig, Limits};
+use crate::metrics::{BackendCall, Metrics, StoreMetricsHandle};
 use crate::quota::RequestQuota;
 
 /// One logical key store at run time.
@@ -37,9 +38,29 @@ pub struct KeyStoreService {
     pub backend: Arc<dyn KeyBackend>,
     /// The request quota.
     pub quota: RequestQuota,
+    /// This store's metrics.
+    pub metrics_handle: StoreMetricsHandle,
+    metrics: Arc<Metrics>,
     limits: Limits,
     health: HealthConfig,
     health_cache: Mutex<Option<(Instant, HealthStatus)>>,
+}
+
+/// How a key store service is set up.
+#[derive(Debug)]
+pub struct KeyStoreSettings {
+    /// Its name.
+    pub name: String,
+    /// Its URI path prefix.
+    pub path_prefix: String,
+    /// AAD construction.
+    pub construction: AadConstruction,
+    /// Request quota.
+    pub quota: RequestQuota,
+    /// Size limits and the backend deadline.
+    pub limits: Limits,
+    /// Health settings.
+    pub health: HealthConfig,
 }
 
 fn err(name: ErrorName, message: impl AsRef<str>) -> XksError {
@@ -83,34 +104,45 @@ fn check_len(what: &str, len: usize, max: usize) -> Result<(), XksError> {
 }
 
 impl KeyStoreService {
-    /// A key store service over `backend`.
+    /// A key store service over `backend`, counting into `metrics`.
     pub fn new(
-        name: String,
-        path_prefix: String,
-        construction: AadConstruction,
+        settings: KeyStoreSettings,
         backend: Arc<dyn KeyBackend>,
-        quota: RequestQuota,
-        limits: Limits,
-        health: HealthConfig,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            name,
-            path_prefix,
-            construction,
+            metrics_handle: metrics.ensure_key_store(&settings.name),
+            metrics,
+            name: settings.name,
+            path_prefix: settings.path_prefix,
+            construction: settings.construction,
             backend,
-            quota,
-            limits,
-            health,
+            quota: settings.quota,
+            limits: settings.limits,
+            health: settings.health,
             health_cache: Mutex::new(None),
         }
     }
 
     async fn deadline<T>(
         &self,
+        call: BackendCall,
         what: &str,
         fut: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, XksError> {
-        match tokio::time::timeout(self.limits.backend_deadline, fut).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.limits.backend_deadline, fut).await;
+        // Answers about the caller's input are not backend errors.
+        let ok = matches!(
+            outcome,
+            Ok(Ok(_)
+                | Err(BackendError::KeyNotFound(_)
+                    | BackendError::InvalidCiphertext
+                    | BackendError::UnknownKeyVersion(_)))
+        );
+        self.metrics
+            .backend_call(&self.metrics_handle, call, ok, started.elapsed());
+        match outcome {
             Ok(r) => r.map_err(backend_error),
             Err(_) => Err(err(
                 ErrorName::DependencyTimeoutException,
@@ -124,7 +156,11 @@ impl KeyStoreService {
 
     async fn usable_key(&self, key_id: &XksKeyId, op: Operation) -> Result<KeyInfo, XksError> {
         let info = self
-            .deadline("a key lookup", self.backend.key_info(key_id))
+            .deadline(
+                BackendCall::KeyInfo,
+                "a key lookup",
+                self.backend.key_info(key_id),
+            )
             .await?;
         if op == Operation::GetKeyMetadata {
             return Ok(info);
@@ -220,6 +256,7 @@ impl KeyStoreService {
         };
         let out = self
             .deadline(
+                BackendCall::Encrypt,
                 "encrypt",
                 self.backend.encrypt(EncryptInput {
                     key_id,
@@ -250,6 +287,7 @@ impl KeyStoreService {
             });
             let back = self
                 .deadline(
+                    BackendCall::Decrypt,
                     "the verifying decrypt",
                     self.backend.decrypt(DecryptInput {
                         key_id,
@@ -345,6 +383,7 @@ impl KeyStoreService {
             .map_err(|e| err(ErrorName::ValidationException, e.to_string()))?;
         let plaintext: Zeroizing<Vec<u8>> = self
             .deadline(
+                BackendCall::Decrypt,
                 "decrypt",
                 self.backend.decrypt(DecryptInput {
                     key_id,
@@ -376,6 +415,7 @@ impl KeyStoreService {
                 Some((at, status)) if at.elapsed() < self.health.cache => status,
                 _ => {
                     let status = self.deep_check().await;
+                    self.metrics.health_check(&self.metrics_handle, status);
                     *cache = Some((Instant::now(), status));
                     status
                 }
@@ -397,7 +437,16 @@ impl KeyStoreService {
 
     async fn deep_check(&self) -> HealthStatus {
         let budget = self.limits.backend_deadline.max(Duration::from_millis(1));
-        match tokio::time::timeout(budget, self.backend.health_check()).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(budget, self.backend.health_check()).await;
+        let ok = matches!(&outcome, Ok(Ok(h)) if h.status == HealthStatus::Active);
+        self.metrics.backend_call(
+            &self.metrics_handle,
+            BackendCall::Health,
+            ok,
+            started.elapsed(),
+        );
+        match outcome {
             Ok(Ok(h)) => {
                 if h.status != HealthStatus::Active {
                     tracing::warn!(key_store = %self.name, status = ?h.status, detail = %h.detail, "deep health check");

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::authz::Policy;
 use crate::backend::KeyBackend;
 use crate::backend::embedded::EmbeddedBackend;
 use crate::config::{BackendConfig, KeyStoreConfig, ProxyConfig, defaults};
 use crate::keystore::{KeyStoreFile, RootKey, StoreError};
+use crate::metrics::Metrics;
 use crate::quota::RequestQuota;
-use crate::service::KeyStoreService;
+use crate::service::{KeyStoreService, KeyStoreSettings};
 
 /// A credential and the key store it belongs to.
 #[derive(Debug, Clone)]
@@ -33,17 +35,25 @@ pub struct ProxyState {
     pub credentials: HashMap<String, CredentialEntry>,
     /// Largest request body read.
     pub max_body_bytes: usize,
+    /// Secondary authorization (never applied to health), if configured.
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// Why the state could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("key store '{store}': {source}")]
-pub struct StateError {
-    /// The key store.
-    pub store: String,
-    /// What failed.
-    #[source]
-    pub source: StoreError,
+pub enum StateError {
+    /// A key store's backend could not be opened.
+    #[error("key store '{store}': {source}")]
+    Store {
+        /// The key store.
+        store: String,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// The authorization policy could not be loaded.
+    #[error(transparent)]
+    Policy(#[from] crate::authz::PolicyError),
 }
 
 /// Opens the backend of one key store.
@@ -69,24 +79,28 @@ pub fn open_backend(ks: &KeyStoreConfig) -> Result<Arc<dyn KeyBackend>, StoreErr
 }
 
 impl ProxyState {
-    /// Builds the state: opens every backend and indexes every credential.
-    pub fn build(cfg: &ProxyConfig) -> Result<Self, StateError> {
+    /// Builds the state: opens every backend and indexes every credential; key stores count
+    /// into `metrics` (which outlives reloads).
+    pub fn build(cfg: &ProxyConfig, metrics: &Arc<Metrics>) -> Result<Self, StateError> {
         let mut stores = Vec::new();
         let mut verifiers = Vec::new();
         let mut credentials = HashMap::new();
         for (i, ks) in cfg.key_stores.iter().enumerate() {
-            let backend = open_backend(ks).map_err(|source| StateError {
+            let backend = open_backend(ks).map_err(|source| StateError::Store {
                 store: ks.name.clone(),
                 source,
             })?;
             stores.push(Arc::new(KeyStoreService::new(
-                ks.name.clone(),
-                ks.path_prefix.clone(),
-                ks.aad_construction,
+                KeyStoreSettings {
+                    name: ks.name.clone(),
+                    path_prefix: ks.path_prefix.clone(),
+                    construction: ks.aad_construction,
+                    quota: RequestQuota::new(ks.requests_per_second),
+                    limits: cfg.limits,
+                    health: cfg.health,
+                },
                 backend,
-                RequestQuota::new(ks.requests_per_second),
-                cfg.limits,
-                cfg.health,
+                metrics.clone(),
             )));
             verifiers.push(Verifier::new(VerifierConfig {
                 service: defaults::SIGV4_SERVICE.to_owned(),
@@ -106,11 +120,22 @@ impl ProxyState {
                 );
             }
         }
+        let names: Vec<String> = cfg.key_stores.iter().map(|k| k.name.clone()).collect();
+        metrics.retain_key_stores(&names);
+        let policy = match &cfg.authorization_policy {
+            Some(path) => {
+                let p = Policy::load(path)?;
+                tracing::info!(policy = %path.display(), rules = ?p.rule_names(), "secondary authorization enabled");
+                Some(Arc::new(p))
+            }
+            None => None,
+        };
         Ok(Self {
             stores,
             verifiers,
             credentials,
             max_body_bytes: cfg.limits.max_body_bytes(),
+            policy,
         })
     }
 }

@@ -139,7 +139,7 @@ impl ProxyFixture {
                 "[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n"
             );
         }
-        t.push_str("[logging]\nlevel = \"info\"\n\n");
+        t.push_str("[logging]\nlevel = \"info\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n");
         t.push_str(&self.extra_toml);
         t.push('\n');
         for s in &self.stores {
@@ -243,6 +243,8 @@ pub struct RunningProxy {
     child: Child,
     /// The bound port.
     pub port: u16,
+    /// The admin listener's port.
+    pub admin_port: u16,
     stderr_path: PathBuf,
 }
 
@@ -267,11 +269,12 @@ impl RunningProxy {
         }
         let mut child = c.spawn().expect("spawn xks-proxy");
         let stdout = child.stdout.take().expect("stdout");
-        let port = wait_for_listen_line(stdout, &stderr_path);
+        let (port, admin_port) = wait_for_listen_lines(stdout, &stderr_path);
         Self {
             fixture,
             child,
             port,
+            admin_port,
             stderr_path,
         }
     }
@@ -299,6 +302,26 @@ impl RunningProxy {
     pub fn client(&self, store: usize) -> XksClient {
         let (akid, secret) = self.fixture.stores[store].credentials[0].clone();
         XksClient::new(&self.fixture.pki.ca_pem, &akid, &secret)
+    }
+
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one metric series (exact `name{labels}` as rendered), or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// Everything the server logged so far.
@@ -332,27 +355,27 @@ impl Drop for RunningProxy {
     }
 }
 
-fn wait_for_listen_line(stdout: std::process::ChildStdout, log: &Path) -> u16 {
+fn wait_for_listen_lines(stdout: std::process::ChildStdout, log: &Path) -> (u16, u16) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let reader = BufReader::new(stdout);
-        let mut sent = false;
+        let port_of = |line: &str| {
+            line.rsplit(':')
+                .next()
+                .and_then(|p| p.trim().parse::<u16>().ok())
+        };
+        let mut api = None;
         for line in reader.lines().map_while(Result::ok) {
-            if !sent && let Some(rest) = line.split("listening on ").nth(1) {
-                let port = rest
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.trim().parse::<u16>().ok());
-                let _ = tx.send(port);
-                sent = true;
+            if line.starts_with("xks-proxy listening on ") {
+                api = port_of(&line);
+            } else if line.starts_with("xks-proxy admin listening on ") {
+                let _ = tx.send(api.zip(port_of(&line)));
             }
         }
-        if !sent {
-            let _ = tx.send(None);
-        }
+        let _ = tx.send(None);
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Some(port)) => port,
+        Ok(Some(ports)) => ports,
         _ => panic!(
             "xks-proxy did not start; its log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()

@@ -31,14 +31,21 @@ use xks_api::types::{
 use xks_api::{ErrorName, XksError, XksKeyId};
 use zeroize::Zeroizing;
 
+use crate::authz::{AccessRequest, Decision};
+use crate::metrics::{Metrics, OperationLabel, Outcome, StoreMetricsHandle};
 use crate::state::ProxyState;
 use path::ApiPath;
+use tokio::sync::Semaphore;
 
 /// Shared, swappable state of the HTTP layer.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The current run-time state; replaced whole on reload.
     pub live: Arc<ArcSwap<ProxyState>>,
+    /// Metrics, kept across reloads.
+    pub metrics: Arc<Metrics>,
+    /// Permits for requests in flight (health is exempt).
+    pub in_flight: Arc<Semaphore>,
 }
 
 /// The router: `GET /ping` for load balancers, everything else through [`dispatch`].
@@ -87,26 +94,37 @@ struct RequestRecord {
     key_store: Option<String>,
     operation: Option<&'static str>,
     key_id: Option<String>,
+    metrics: Option<StoreMetricsHandle>,
+    op: Option<Operation>,
 }
 
 async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let mut record = RequestRecord::default();
     let outcome = handle(&app, req, &mut record).await;
-    let (response, error_name, message) = match outcome {
-        Ok(r) => (r, None, None),
-        Err(Rejection::Xks(e)) => (error_response(&e), Some(e.name.as_str()), Some(e.message)),
+    let (response, outcome, message) = match outcome {
+        Ok(r) => (r, Outcome::Success, None),
+        Err(Rejection::Xks(e)) => (error_response(&e), Outcome::Error(e.name), Some(e.message)),
         Err(Rejection::MethodNotAllowed) => {
             let mut r = StatusCode::METHOD_NOT_ALLOWED.into_response();
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             (
                 r,
-                None,
+                Outcome::MethodNotAllowed,
                 Some("only POST is allowed on XKS API paths".to_owned()),
             )
         }
     };
+    let latency = started.elapsed();
+    app.metrics.request(
+        record.metrics.as_ref(),
+        record
+            .op
+            .map_or(OperationLabel::Other, OperationLabel::from),
+        outcome,
+        latency,
+    );
     tracing::info!(
         target: "xks_proxy::request",
         kms_request_id = record.kms_request_id.as_deref().unwrap_or("-"),
@@ -115,9 +133,13 @@ async fn dispatch(State(app): State<AppState>, req: Request) -> Response {
         operation = record.operation.unwrap_or("-"),
         key_id = record.key_id.as_deref().unwrap_or("-"),
         status = response.status().as_u16(),
-        error_name = error_name.unwrap_or("-"),
+        error_name = match outcome {
+            Outcome::Error(name) => name.as_str(),
+            Outcome::MethodNotAllowed => "MethodNotAllowed",
+            Outcome::Success => "-",
+        },
         error_message = message.as_deref().unwrap_or("-"),
-        latency_us = started.elapsed().as_micros() as u64,
+        latency_us = latency.as_micros() as u64,
         "request"
     );
     response
@@ -143,6 +165,7 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let api = ApiPath::parse(parts.uri.path());
     if let Some(a) = &api {
+        record.op = Some(a.operation);
         record.operation = Some(a.operation.as_str());
         record.key_id = a.key_id.map(str::to_owned);
     }
@@ -153,6 +176,16 @@ async fn handle(
             fail(ErrorName::InvalidUriPathException, "not an XKS API path").into()
         });
     }
+    // Shed load before doing any work; health stays answerable under overload.
+    let _permit = match api.map(|a| a.operation) {
+        Some(Operation::Health) => None,
+        _ => Some(app.in_flight.clone().try_acquire_owned().map_err(|_| {
+            fail(
+                ErrorName::ThrottlingException,
+                "the proxy is at its limit of requests in flight",
+            )
+        })?),
+    };
 
     // Authentication: cheap checks first, then the body (capped), then the signature.
     let auth = Authorization::parse(&parts.headers)
@@ -165,6 +198,7 @@ async fn handle(
     })?;
     let store = &state.stores[entry.store];
     record.key_store = Some(store.name.clone());
+    record.metrics = Some(store.metrics_handle.clone());
     let body = read_body(body, &parts.headers, state.max_body_bytes).await?;
     state.verifiers[entry.store]
         .verify(&parts, &auth, &entry.credential, &body, SystemTime::now())
@@ -191,6 +225,7 @@ async fn handle(
         )
     })?;
     if !store.quota.try_acquire() {
+        app.metrics.quota_rejected(&store.metrics_handle);
         return Err(fail(
             ErrorName::ThrottlingException,
             format!("key store '{}' is over its request quota", store.name),
@@ -201,6 +236,7 @@ async fn handle(
         Operation::GetKeyMetadata => {
             let req: GetKeyMetadataRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
+            authorize(&state, &store.name, &key_id, &req.request_metadata)?;
             json_response(
                 StatusCode::OK,
                 &store.get_key_metadata(&key_id, &req).await?,
@@ -209,17 +245,61 @@ async fn handle(
         Operation::Encrypt => {
             let req: EncryptRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
+            authorize(&state, &store.name, &key_id, &req.request_metadata)?;
             json_response(StatusCode::OK, &store.encrypt(&key_id, &req).await?)
         }
         Operation::Decrypt => {
             let req: DecryptRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
+            authorize(&state, &store.name, &key_id, &req.request_metadata)?;
             let resp = store.decrypt(&key_id, &req).await?;
             json_response(StatusCode::OK, &resp)
         }
         Operation::Health => unreachable!("handled above"),
     };
     Ok(response)
+}
+
+/// Secondary authorization (never called for health).
+fn authorize(
+    state: &ProxyState,
+    key_store: &str,
+    key_id: &XksKeyId,
+    metadata: &xks_api::types::RequestMetadata,
+) -> Result<(), XksError> {
+    let Some(policy) = &state.policy else {
+        return Ok(());
+    };
+    let request = AccessRequest {
+        key_store,
+        key_id: key_id.as_str(),
+        metadata,
+    };
+    if policy.matching_rule(&request).is_some() {
+        return Ok(());
+    }
+    let Decision::Denied { consulted, reasons } = policy.evaluate(&request) else {
+        return Ok(());
+    };
+    tracing::warn!(
+        target: "xks_proxy::authz",
+        kms_request_id = %metadata.kms_request_id,
+        key_store,
+        key_id = %key_id,
+        kms_operation = %metadata.kms_operation,
+        principal = metadata.aws_principal_arn.as_deref().unwrap_or("-"),
+        policy = %policy.path().display(),
+        rules_consulted = ?consulted,
+        reasons = ?reasons,
+        "secondary authorization denied the request"
+    );
+    Err(fail(
+        ErrorName::AccessDeniedException,
+        format!(
+            "denied by the proxy's authorization policy (rules consulted: {})",
+            consulted.join(", ")
+        ),
+    ))
 }
 
 fn note_metadata(record: &mut RequestRecord, m: &xks_api::types::RequestMetadata) {
