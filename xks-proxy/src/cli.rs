@@ -40,6 +40,37 @@ pub enum Command {
     /// Validate everything a start would: the config, TLS files, root keys, key stores,
     /// and a health round trip with each store's test key.
     CheckConfig(CheckConfigArgs),
+    /// SigV4 credentials for a key store.
+    Credentials(CredentialsArgs),
+}
+
+/// `credentials` arguments.
+#[derive(Debug, Args)]
+pub struct CredentialsArgs {
+    /// The credentials command.
+    #[command(subcommand)]
+    pub action: CredentialsAction,
+}
+
+/// Credentials commands.
+#[derive(Debug, Subcommand)]
+pub enum CredentialsAction {
+    /// Generate a spec-conformant access key id and secret: writes `<id>.secret` (0600) and
+    /// the JSON file the KMS console accepts (0600), and prints the config lines to add.
+    Generate {
+        /// Directory to write the files to.
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// The key store's URI path prefix (before /kms/xks/v1) for the console file.
+        #[arg(long, conflicts_with = "key_store")]
+        path_prefix: Option<String>,
+        /// Take the path prefix from this key store of the config.
+        #[arg(long)]
+        key_store: Option<String>,
+        /// Config file (default as for `serve`), read only with --key-store.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `check-config` arguments.
@@ -151,6 +182,23 @@ pub enum KeysAction {
         /// The key id.
         key_id: String,
     },
+    /// Write a backup of the sealed store (still sealed; restorable with `restore`).
+    Backup {
+        /// The backup file to create.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup after checking its integrity and that it unseals under the
+    /// configured root key. A running proxy picks it up at once.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Re-seal every key store that uses this store's root key file under a new root key,
+    /// then replace the root key file. A running proxy keeps serving throughout and
+    /// switches to the new root key when it sees the file change.
+    RotateRoot,
 }
 
 /// `tls` arguments.
@@ -230,6 +278,26 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Keys(args) => keys(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::Credentials(CredentialsArgs {
+            action:
+                CredentialsAction::Generate {
+                    out_dir,
+                    path_prefix,
+                    key_store,
+                    config,
+                },
+        }) => {
+            let prefix = match (path_prefix, key_store) {
+                (Some(p), _) => p,
+                (None, Some(name)) => {
+                    let (path, _) = config_path(config.as_deref());
+                    let cfg = ProxyConfig::load(&path)?;
+                    key_store_config(&cfg, Some(&name))?.path_prefix.clone()
+                }
+                (None, None) => String::new(),
+            };
+            generate_credentials(&out_dir, &prefix)
+        }
         Command::Tls(TlsArgs {
             action:
                 TlsAction::SelfSigned {
@@ -442,7 +510,118 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
             })?;
             println!("rotated key {id}: version {v} now encrypts");
         }
+        KeysAction::Backup { out } => {
+            let b = store.backup()?;
+            crate::keystore::file::write_new_private_file(&out, &b.bytes)?;
+            println!(
+                "wrote backup {} of key store '{}': generation {}, {} keys (sealed under the current root key)",
+                out.display(),
+                ks.name,
+                b.generation,
+                b.keys
+            );
+        }
+        KeysAction::Restore { from } => {
+            let bytes = std::fs::read(&from)
+                .map_err(|e| CliError::Other(format!("{}: {e}", from.display())))?;
+            let r = store.restore(&bytes)?;
+            println!(
+                "restored key store '{}' from {}: generation {}, {} keys",
+                ks.name,
+                from.display(),
+                r.generation,
+                r.keys
+            );
+        }
+        KeysAction::RotateRoot => rotate_root(&cfg, ks)?,
     }
+    Ok(())
+}
+
+/// Re-seals every store sharing `ks`'s root key file under a new root key, then replaces
+/// the file. Resumable: a rotation interrupted after writing `<root>.new` continues with it.
+fn rotate_root(cfg: &ProxyConfig, ks: &KeyStoreConfig) -> Result<(), CliError> {
+    use crate::keystore::RootKeySource;
+    let BackendConfig::Embedded { root_key, .. } = &ks.backend;
+    let RootKeySource::File(root_path) = root_key else {
+        return Err(CliError::Other(
+            "rotate-root needs backend.root_key_file; with root_key_env, re-seal by restoring a backup under the new key".into(),
+        ));
+    };
+    let mut pending = root_path.clone().into_os_string();
+    pending.push(".new");
+    let pending = PathBuf::from(pending);
+    let new_root = if pending.exists() {
+        println!(
+            "resuming an interrupted rotation with {}",
+            pending.display()
+        );
+        RootKey::load(&RootKeySource::File(pending.clone()))?
+    } else {
+        let k = RootKey::generate()?;
+        k.write_new_file(&pending)?;
+        k
+    };
+    let new_id = new_root.id();
+    let mut resealed = Vec::new();
+    for other in &cfg.key_stores {
+        let BackendConfig::Embedded { store, root_key } = &other.backend;
+        if root_key != &RootKeySource::File(root_path.clone()) {
+            continue;
+        }
+        let mut file = KeyStoreFile::new(store, RootKey::load(root_key)?);
+        match file.reseal(RootKey::load(&RootKeySource::File(pending.clone()))?) {
+            Ok(()) => resealed.push(other.name.clone()),
+            // Already re-sealed by an interrupted run.
+            Err(StoreError::WrongRootKey { found, .. })
+                if found
+                    == new_id
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>() =>
+            {
+                resealed.push(other.name.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    std::fs::rename(&pending, root_path)
+        .map_err(|e| CliError::Other(format!("{}: {e}", root_path.display())))?;
+    if let Some(dir) = root_path.parent() {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    println!(
+        "re-sealed key stores {} under a new root key; {} now holds it",
+        resealed.join(", "),
+        root_path.display()
+    );
+    Ok(())
+}
+
+fn generate_credentials(out_dir: &Path, path_prefix: &str) -> Result<(), CliError> {
+    xks_api::key_id::validate_path_prefix(path_prefix)
+        .map_err(|e| CliError::Other(format!("--path-prefix: {e}")))?;
+    let akid = local::generate_access_key_id()?;
+    let secret = local::generate_secret()?;
+    let secret_file = out_dir.join(format!("{akid}.secret"));
+    crate::keystore::file::write_new_private_file(
+        &secret_file,
+        format!("{}\n", secret.as_str()).as_bytes(),
+    )?;
+    let console = out_dir.join(format!("{akid}.kms-console.json"));
+    let json = zeroize::Zeroizing::new(local::console_json(path_prefix, &akid, &secret));
+    crate::keystore::file::write_new_private_file(&console, json.as_bytes())?;
+    println!(
+        "access key id {akid}
+secret in {secret} (0600); KMS console file {console} (0600, holds the secret)
+add to the key store in the proxy config:
+
+[[key_stores.credentials]]
+access_key_id = \"{akid}\"
+secret_file = \"{secret}\"",
+        secret = secret_file.display(),
+        console = console.display()
+    );
     Ok(())
 }
 

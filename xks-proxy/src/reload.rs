@@ -74,9 +74,14 @@ impl Reloader {
     }
 
     fn try_reload(&self) -> Result<usize, String> {
+        // Remember what we are about to read, even if it turns out unusable, so a bad file
+        // is not retried in a loop; the next change triggers a new attempt.
+        {
+            let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            let files: Vec<PathBuf> = watched.iter().map(|(p, _)| p.clone()).collect();
+            *watched = fingerprint(&files);
+        }
         let cfg = ProxyConfig::load(&self.config_path).map_err(|e| e.to_string())?;
-        // Remember what we read, even if it turns out unusable, so a bad file is not
-        // retried in a loop; the next change triggers a new attempt.
         *self.watched.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint(&cfg.watched_files());
         if cfg.server.listen != self.listen {
             tracing::warn!(
@@ -92,7 +97,10 @@ impl Reloader {
         };
         let state = ProxyState::build(&cfg, &self.metrics).map_err(|e| e.to_string())?;
         let stores = state.stores.len();
+        let names: Vec<String> = cfg.key_stores.iter().map(|k| k.name.clone()).collect();
         self.live.store(Arc::new(state));
+        // Only now that the new state serves: stop rendering stores it no longer has.
+        self.metrics.retain_key_stores(&names);
         if let (Some(slot), Some(new)) = (&self.tls, tls) {
             slot.store(new);
         }

@@ -120,8 +120,6 @@ impl ProxyState {
                 );
             }
         }
-        let names: Vec<String> = cfg.key_stores.iter().map(|k| k.name.clone()).collect();
-        metrics.retain_key_stores(&names);
         let policy = match &cfg.authorization_policy {
             Some(path) => {
                 let p = Policy::load(path)?;

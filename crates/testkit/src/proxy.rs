@@ -70,6 +70,12 @@ pub struct ProxyFixture {
     pub plaintext_http: bool,
     /// Extra environment for the server process.
     pub env: Vec<(String, String)>,
+    /// mTLS: the client CA bundle and the accepted client names.
+    pub client_auth: Option<(PathBuf, Vec<String>)>,
+    /// Text of a secondary authorization policy file (written to `home/policy.toml`).
+    pub policy: Option<String>,
+    /// Extra keys of the `[server]` table (e.g. `max_connections = 2`).
+    pub server_toml: String,
 }
 
 impl Default for ProxyFixture {
@@ -94,6 +100,9 @@ impl ProxyFixture {
             extra_toml: String::new(),
             plaintext_http: false,
             env: Vec::new(),
+            client_auth: None,
+            policy: None,
+            server_toml: String::new(),
         }
     }
 
@@ -131,6 +140,8 @@ impl ProxyFixture {
     pub fn config_text(&self) -> String {
         let mut t = String::new();
         t.push_str("[server]\nlisten = \"127.0.0.1:0\"\n");
+        t.push_str(&self.server_toml);
+        t.push('\n');
         if self.plaintext_http {
             t.push_str("allow_plaintext_http = true\n");
         } else {
@@ -138,6 +149,19 @@ impl ProxyFixture {
                 t,
                 "[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n"
             );
+            if let Some((ca, names)) = &self.client_auth {
+                let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+                let _ = writeln!(
+                    t,
+                    "[server.tls.client_auth]\nca_bundle = \"{}\"\naccepted_names = [{}]\n",
+                    ca.display(),
+                    quoted.join(", ")
+                );
+            }
+        }
+        if let Some(policy) = &self.policy {
+            std::fs::write(self.home.path().join("policy.toml"), policy).expect("write policy");
+            t.push_str("[authorization]\npolicy_file = \"policy.toml\"\n\n");
         }
         t.push_str("[logging]\nlevel = \"info\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n");
         t.push_str(&self.extra_toml);

@@ -236,7 +236,13 @@ async fn handle(
         Operation::GetKeyMetadata => {
             let req: GetKeyMetadataRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
-            authorize(&state, &store.name, &key_id, &req.request_metadata)?;
+            authorize(
+                &state,
+                &store.name,
+                &key_id,
+                api.operation,
+                &req.request_metadata,
+            )?;
             json_response(
                 StatusCode::OK,
                 &store.get_key_metadata(&key_id, &req).await?,
@@ -245,13 +251,25 @@ async fn handle(
         Operation::Encrypt => {
             let req: EncryptRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
-            authorize(&state, &store.name, &key_id, &req.request_metadata)?;
+            authorize(
+                &state,
+                &store.name,
+                &key_id,
+                api.operation,
+                &req.request_metadata,
+            )?;
             json_response(StatusCode::OK, &store.encrypt(&key_id, &req).await?)
         }
         Operation::Decrypt => {
             let req: DecryptRequest = parse_json(&body)?;
             note_metadata(record, &req.request_metadata);
-            authorize(&state, &store.name, &key_id, &req.request_metadata)?;
+            authorize(
+                &state,
+                &store.name,
+                &key_id,
+                api.operation,
+                &req.request_metadata,
+            )?;
             let resp = store.decrypt(&key_id, &req).await?;
             json_response(StatusCode::OK, &resp)
         }
@@ -260,13 +278,22 @@ async fn handle(
     Ok(response)
 }
 
-/// Secondary authorization (never called for health).
+/// Secondary authorization (never called for health), after the metadata fields the
+/// operation requires are known to be present (a malformed request is a validation error,
+/// not a denial).
 fn authorize(
     state: &ProxyState,
     key_store: &str,
     key_id: &XksKeyId,
+    operation: Operation,
     metadata: &xks_api::types::RequestMetadata,
 ) -> Result<(), XksError> {
+    metadata.require_key_fields(operation).map_err(|field| {
+        fail(
+            ErrorName::ValidationException,
+            format!("{field} is required"),
+        )
+    })?;
     let Some(policy) = &state.policy else {
         return Ok(());
     };

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use super::failpoint;
 use super::format::StoreContents;
 use super::seal::{self, RootKey};
@@ -59,6 +61,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         path: path.to_owned(),
         source,
     }
+}
+
+const BACKUP_MAGIC: &[u8; 12] = b"XKSBACKUP01\n";
+
+/// A key store backup and what it holds.
+#[derive(Debug)]
+pub struct Backup {
+    /// The backup file's bytes (empty in a restore report).
+    pub bytes: Vec<u8>,
+    /// The store generation it holds.
+    pub generation: u64,
+    /// How many keys it holds.
+    pub keys: usize,
 }
 
 /// Identity of the store file as last read: a write always replaces the file (rename), so a
@@ -182,6 +197,52 @@ impl KeyStoreFile {
         Ok(())
     }
 
+    /// A backup of the store: the sealed bytes (still protected by the root key) with a
+    /// magic and a SHA-256 so that a damaged or foreign file is refused at restore. Taken
+    /// under the writer lock, so it is one consistent generation.
+    pub fn backup(&self) -> Result<Backup, StoreError> {
+        let _lock = self.lock()?;
+        let sealed = std::fs::read(&self.path).map_err(io_err(&self.path))?;
+        // Prove the backup is usable before handing it out.
+        let unsealed = seal::unseal(&self.root, &sealed)?;
+        let contents = StoreContents::decode(unsealed.generation, &unsealed.payload)?;
+        let mut bytes = Vec::with_capacity(BACKUP_MAGIC.len() + 32 + sealed.len());
+        bytes.extend_from_slice(BACKUP_MAGIC);
+        bytes.extend_from_slice(&Sha256::digest(&sealed));
+        bytes.extend_from_slice(&sealed);
+        Ok(Backup {
+            bytes,
+            generation: contents.generation,
+            keys: contents.keys.len(),
+        })
+    }
+
+    /// Restores a backup made by [`backup`](Self::backup): checks its integrity and that it
+    /// unseals under this store's root key, then replaces the store crash-safely.
+    pub fn restore(&self, backup: &[u8]) -> Result<Backup, StoreError> {
+        let body = backup
+            .strip_prefix(BACKUP_MAGIC.as_slice())
+            .ok_or_else(|| StoreError::Corrupt("not an xks-proxy key store backup".into()))?;
+        if body.len() < 32 {
+            return Err(StoreError::Corrupt("the backup is truncated".into()));
+        }
+        let (digest, sealed) = body.split_at(32);
+        if Sha256::digest(sealed).as_slice() != digest {
+            return Err(StoreError::Corrupt(
+                "the backup failed its integrity check (SHA-256 mismatch)".into(),
+            ));
+        }
+        let unsealed = seal::unseal(&self.root, sealed)?;
+        let contents = StoreContents::decode(unsealed.generation, &unsealed.payload)?;
+        let _lock = self.lock()?;
+        self.write_sealed_locked(sealed)?;
+        Ok(Backup {
+            bytes: Vec::new(),
+            generation: contents.generation,
+            keys: contents.keys.len(),
+        })
+    }
+
     fn lock(&self) -> Result<File, StoreError> {
         let lock_path = self.lock_path();
         let f = OpenOptions::new()
@@ -196,12 +257,18 @@ impl KeyStoreFile {
         Ok(f)
     }
 
-    /// Writes under the lock: temp file, fsync, rename over the store, fsync the directory.
+    /// Seals and writes under the lock.
     fn write_locked(&self, contents: &StoreContents, generation: u64) -> Result<(), StoreError> {
-        let dir = self.dir();
-        self.remove_stale_temp_files();
         let payload = contents.encode();
         let sealed = seal::seal(&self.root, generation, &payload)?;
+        self.write_sealed_locked(&sealed)
+    }
+
+    /// Writes sealed bytes under the lock: temp file, fsync, rename over the store, fsync
+    /// the directory.
+    fn write_sealed_locked(&self, sealed: &[u8]) -> Result<(), StoreError> {
+        let dir = self.dir();
+        self.remove_stale_temp_files();
         let tmp = self.temp_path();
         {
             let mut f = OpenOptions::new()
@@ -210,7 +277,7 @@ impl KeyStoreFile {
                 .mode(0o600)
                 .open(&tmp)
                 .map_err(io_err(&tmp))?;
-            f.write_all(&sealed).map_err(io_err(&tmp))?;
+            f.write_all(sealed).map_err(io_err(&tmp))?;
             failpoint::hit("store-after-temp-write");
             f.sync_all().map_err(io_err(&tmp))?;
             failpoint::hit("store-after-temp-fsync");
@@ -350,6 +417,40 @@ mod tests {
         let c = s.read().expect("read");
         assert_eq!(c.keys.len(), 40, "every writer's key is present");
         assert_eq!(c.generation, 41);
+    }
+
+    #[test]
+    fn backup_and_restore_with_integrity_check() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.store");
+        let root = random_key().expect("rng");
+        let store = KeyStoreFile::new(&path, RootKey::from_bytes(root));
+        store.create().expect("create");
+        store.update(|c| add_key(c, "a")).expect("update");
+        let backup = store.backup().expect("backup");
+        assert_eq!((backup.generation, backup.keys), (2, 1));
+        store.update(|c| add_key(c, "b")).expect("update");
+        // Every flipped byte is refused, and nothing is written.
+        let before = store.identity().expect("stat");
+        for i in [0, 12, 20, 44, backup.bytes.len() - 1] {
+            let mut bad = backup.bytes.clone();
+            bad[i] ^= 1;
+            assert!(store.restore(&bad).is_err(), "byte {i}");
+        }
+        assert_eq!(store.identity().expect("stat"), before);
+        // A backup under another root key is refused.
+        let other = KeyStoreFile::new(
+            dir.path().join("o.store"),
+            RootKey::generate().expect("rng"),
+        );
+        other.create().expect("create");
+        assert!(matches!(
+            store.restore(&other.backup().expect("backup").bytes),
+            Err(StoreError::WrongRootKey { .. })
+        ));
+        let report = store.restore(&backup.bytes).expect("restore");
+        assert_eq!(report.keys, 1);
+        assert_eq!(store.read().expect("read").keys.len(), 1);
     }
 
     #[test]

@@ -17,6 +17,6 @@ pub mod file;
 pub mod format;
 pub mod seal;
 
-pub use file::{KeyStoreFile, StoreError};
+pub use file::{Backup, KeyStoreFile, StoreError};
 pub use format::{KeyUsages, StoreContents, StoredKey, StoredVersion};
 pub use seal::{RootKey, RootKeySource};
