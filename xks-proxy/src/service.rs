@@ -154,6 +154,22 @@ impl KeyStoreService {
         }
     }
 
+    /// The algorithm and the sizes are within what this proxy implements (else 501).
+    fn check_supported(
+        &self,
+        algorithm: &str,
+        (what, len, max): (&str, usize, usize),
+        aad: Option<&[u8]>,
+    ) -> Result<(), XksError> {
+        check_algorithm(algorithm)?;
+        check_len(what, len, max)?;
+        check_len(
+            "additionalAuthenticatedData",
+            aad.map_or(0, <[u8]>::len),
+            self.limits.max_aad_bytes,
+        )
+    }
+
     async fn usable_key(&self, key_id: &XksKeyId, op: Operation) -> Result<KeyInfo, XksError> {
         let info = self
             .deadline(
@@ -220,20 +236,18 @@ impl KeyStoreService {
             }
         };
         let info = self.usable_key(key_id, Operation::Encrypt).await?;
-        check_algorithm(&req.encryption_algorithm)?;
         let aad = req
             .additional_authenticated_data
             .as_ref()
             .map(Base64Bytes::as_slice);
-        check_len(
-            "plaintext",
-            req.plaintext.len(),
-            self.limits.max_plaintext_bytes,
-        )?;
-        check_len(
-            "additionalAuthenticatedData",
-            aad.map_or(0, <[u8]>::len),
-            self.limits.max_aad_bytes,
+        self.check_supported(
+            &req.encryption_algorithm,
+            (
+                "plaintext",
+                req.plaintext.len(),
+                self.limits.max_plaintext_bytes,
+            ),
+            aad,
         )?;
 
         let metadata = CiphertextMetadata::new(self.construction, info.current_version).encode();
@@ -356,20 +370,18 @@ impl KeyStoreService {
             ));
         }
         self.usable_key(key_id, Operation::Decrypt).await?;
-        check_algorithm(&req.encryption_algorithm)?;
         let aad = req
             .additional_authenticated_data
             .as_ref()
             .map(Base64Bytes::as_slice);
-        check_len(
-            "ciphertext",
-            req.ciphertext.len(),
-            self.limits.max_ciphertext_bytes,
-        )?;
-        check_len(
-            "additionalAuthenticatedData",
-            aad.map_or(0, <[u8]>::len),
-            self.limits.max_aad_bytes,
+        self.check_supported(
+            &req.encryption_algorithm,
+            (
+                "ciphertext",
+                req.ciphertext.len(),
+                self.limits.max_ciphertext_bytes,
+            ),
+            aad,
         )?;
 
         let meta = match raw_metadata {

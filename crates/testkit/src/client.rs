@@ -56,6 +56,17 @@ impl Reply {
     }
 }
 
+fn json_request_parts(method: &str, url: &str) -> Parts {
+    http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(())
+        .expect("request")
+        .into_parts()
+        .0
+}
+
 /// A SigV4-signing XKS client.
 #[derive(Debug, Clone)]
 pub struct XksClient {
@@ -147,13 +158,7 @@ impl XksClient {
         time: SystemTime,
         tamper: impl FnOnce(&mut Parts, &mut Vec<u8>),
     ) -> Reply {
-        let (mut parts, ()) = http::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("content-type", "application/json")
-            .body(())
-            .expect("request")
-            .into_parts();
+        let mut parts = json_request_parts(method, url);
         sigv4_auth::sign(
             &mut parts,
             &body,
@@ -172,14 +177,7 @@ impl XksClient {
 
     /// Sends a request without signing it.
     pub async fn send_unsigned(&self, method: &str, url: &str, body: Vec<u8>) -> Reply {
-        let (parts, ()) = http::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("content-type", "application/json")
-            .body(())
-            .expect("request")
-            .into_parts();
-        self.send_parts(parts, body).await
+        self.send_parts(json_request_parts(method, url), body).await
     }
 
     async fn send_parts(&self, parts: Parts, body: Vec<u8>) -> Reply {

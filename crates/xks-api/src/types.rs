@@ -89,6 +89,29 @@ impl RequestMetadata {
     }
 }
 
+/// A request body of any operation: every one carries `requestMetadata`.
+pub trait XksRequest {
+    /// The request's metadata.
+    fn request_metadata(&self) -> &RequestMetadata;
+}
+
+macro_rules! xks_request {
+    ($($t:ty),*) => {$(
+        impl XksRequest for $t {
+            fn request_metadata(&self) -> &RequestMetadata {
+                &self.request_metadata
+            }
+        }
+    )*};
+}
+
+xks_request!(
+    HealthRequest,
+    GetKeyMetadataRequest,
+    EncryptRequest,
+    DecryptRequest
+);
+
 /// GetHealthStatus request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

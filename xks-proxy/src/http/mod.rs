@@ -26,7 +26,7 @@ use sigv4_auth::Authorization;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use xks_api::types::{
-    DecryptRequest, EncryptRequest, GetKeyMetadataRequest, HealthRequest, Operation,
+    DecryptRequest, EncryptRequest, GetKeyMetadataRequest, HealthRequest, Operation, XksRequest,
 };
 use xks_api::{ErrorName, XksError, XksKeyId};
 use zeroize::Zeroizing;
@@ -234,48 +234,42 @@ async fn handle(
     }
     let response = match api.operation {
         Operation::GetKeyMetadata => {
-            let req: GetKeyMetadataRequest = parse_json(&body)?;
-            note_metadata(record, &req.request_metadata);
-            authorize(
-                &state,
-                &store.name,
-                &key_id,
-                api.operation,
-                &req.request_metadata,
-            )?;
+            let req: GetKeyMetadataRequest =
+                admit(&state, record, &store.name, &key_id, api.operation, &body)?;
             json_response(
                 StatusCode::OK,
                 &store.get_key_metadata(&key_id, &req).await?,
             )
         }
         Operation::Encrypt => {
-            let req: EncryptRequest = parse_json(&body)?;
-            note_metadata(record, &req.request_metadata);
-            authorize(
-                &state,
-                &store.name,
-                &key_id,
-                api.operation,
-                &req.request_metadata,
-            )?;
+            let req: EncryptRequest =
+                admit(&state, record, &store.name, &key_id, api.operation, &body)?;
             json_response(StatusCode::OK, &store.encrypt(&key_id, &req).await?)
         }
         Operation::Decrypt => {
-            let req: DecryptRequest = parse_json(&body)?;
-            note_metadata(record, &req.request_metadata);
-            authorize(
-                &state,
-                &store.name,
-                &key_id,
-                api.operation,
-                &req.request_metadata,
-            )?;
-            let resp = store.decrypt(&key_id, &req).await?;
-            json_response(StatusCode::OK, &resp)
+            let req: DecryptRequest =
+                admit(&state, record, &store.name, &key_id, api.operation, &body)?;
+            json_response(StatusCode::OK, &store.decrypt(&key_id, &req).await?)
         }
         Operation::Health => unreachable!("handled above"),
     };
     Ok(response)
+}
+
+/// Parses a key operation's body, records its metadata for the log line, and applies
+/// secondary authorization.
+fn admit<T: DeserializeOwned + XksRequest>(
+    state: &ProxyState,
+    record: &mut RequestRecord,
+    key_store: &str,
+    key_id: &XksKeyId,
+    operation: Operation,
+    body: &[u8],
+) -> Result<T, XksError> {
+    let req: T = parse_json(body)?;
+    note_metadata(record, req.request_metadata());
+    authorize(state, key_store, key_id, operation, req.request_metadata())?;
+    Ok(req)
 }
 
 /// Secondary authorization (never called for health), after the metadata fields the
