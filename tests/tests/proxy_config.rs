@@ -16,6 +16,11 @@ fn the_example_config_in_deploy_passes_check_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("config.toml");
     std::fs::copy(root.join("deploy/xks-proxy.example.toml"), &cfg).expect("copy example");
+    std::fs::copy(
+        root.join("deploy/xks-proxy.policy.example.toml"),
+        dir.path().join("policy.toml"),
+    )
+    .expect("copy example policy");
     // The files the example names.
     let pki = testkit::pki::TestPki::create(&dir.path().join("tls"));
     assert!(pki.server_chain.ends_with("tls/server.pem"));
@@ -62,6 +67,10 @@ fn the_example_config_in_deploy_passes_check_config() {
         "{stdout}"
     );
     assert!(stdout.contains("key store 'analytics'"), "{stdout}");
+    assert!(
+        stdout.contains("authorization policy: rules payments-app, analytics-from-vpc"),
+        "{stdout}"
+    );
 
     // Without the environment variable the second credential names, the same config fails,
     // and the message says which variable.
