@@ -146,3 +146,112 @@ secret = "inline-secret-inline-secret-inline-secret-inline"
         "a secret appeared in an error message"
     );
 }
+
+#[test]
+fn a_root_key_from_the_environment_seals_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    let pki = testkit::pki::TestPki::create(&dir.path().join("tls"));
+    write_private(
+        &dir.path().join("secrets/s.secret"),
+        &testkit::random_secret(),
+    );
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[server.tls]
+certificate_chain = "{}"
+private_key = "{}"
+[[key_stores]]
+name = "env"
+backend = {{ type = "embedded", store = "keys/env.store", root_key_env = "TEST_XKS_ROOT_KEY" }}
+[[key_stores.credentials]]
+access_key_id = "{}"
+secret_file = "secrets/s.secret"
+"#,
+            pki.server_chain.display(),
+            pki.server_key.display(),
+            testkit::random_access_key_id()
+        ),
+    )
+    .expect("write");
+    let root = testkit::random_secret();
+    let run = |args: &[&str], root: Option<&str>| {
+        let mut c = Command::new(testkit::bins::bin("xks-proxy-test"));
+        c.args(args).arg("--config").arg(&cfg);
+        if let Some(r) = root {
+            c.env("TEST_XKS_ROOT_KEY", r);
+        }
+        c.output().expect("run")
+    };
+    for args in [
+        &["keys", "init"][..],
+        &["keys", "create", "k"],
+        &["check-config"],
+    ] {
+        let out = run(args, Some(&root));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Without the variable, or with another key, the store does not open; errors name the
+    // variable but never print a key.
+    let out = run(&["keys", "list"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("$TEST_XKS_ROOT_KEY"));
+    let other = testkit::random_secret();
+    let out = run(&["keys", "list"], Some(&other));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sealed under root key"), "{err}");
+    assert!(!err.contains(&other) && !err.contains(&root));
+}
+
+#[test]
+fn tls_self_signed_writes_a_ca_and_a_server_pair_that_curl_trusts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("tls");
+    let out = Command::new(testkit::bins::bin("xks-proxy-test"))
+        .args(["tls", "self-signed", "--out-dir"])
+        .arg(&out_dir)
+        .args(["--dns-name", "xks.test", "--dns-name", "localhost"])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca.key", "server.key"] {
+        let mode = std::fs::metadata(out_dir.join(key))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    // A proxy serving that pair is trusted by curl (OpenSSL) through the CA alone.
+    let f = testkit::proxy::ProxyFixture::new().store(testkit::proxy::StoreSpec::new("main", ""));
+    for name in ["server.pem", "server.key"] {
+        std::fs::copy(out_dir.join(name), f.path().join("tls").join(name)).expect("copy");
+    }
+    let p = f.start();
+    let health = Command::new("curl")
+        .args(["-sS", "--cacert"])
+        .arg(out_dir.join("ca.pem"))
+        .args(["--resolve", &format!("xks.test:{}:127.0.0.1", p.port)])
+        .arg(format!("https://xks.test:{}/ping", p.port))
+        .output()
+        .expect("curl");
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    assert!(String::from_utf8_lossy(&health.stdout).starts_with("pong"));
+}

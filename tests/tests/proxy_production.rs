@@ -189,6 +189,28 @@ async fn credential_rotation_keeps_keep_alive_connections_and_overlaps() {
             >= 2.0
     );
 
+    // A key store added to the config is served after the reload.
+    let added = StoreSpec::new("added", "/added").with_keys(&["k"]);
+    p.fixture.stores.push(added);
+    p.fixture.write_config();
+    p.fixture.keys("added", &["init"]);
+    p.fixture.keys("added", &["create", "k"]);
+    reload(&p);
+    let added_client = p.client(1);
+    let added_url = p.api_url(1, "keys/k/encrypt");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            added_client
+                .post_json(&added_url, &xks::encrypt(b"x", None, false))
+                .await
+                .status
+                == 200
+        })
+        .await,
+        "the added key store was never served: {}",
+        p.logs()
+    );
+
     // 3. A broken config changes nothing.
     std::fs::write(p.fixture.config_path(), "this is not toml [").expect("write");
     reload(&p);
@@ -232,7 +254,10 @@ async fn tls_certificates_reload_without_dropping_connections() {
     let after = XksClient::with_http(http_client(&new_ca_pem, None, false), &akid, &secret);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            after.post_json(&url, &xks::health()).await.status == 200
+            after
+                .try_post_json(&url, &xks::health())
+                .await
+                .is_ok_and(|r| r.status == 200)
         })
         .await,
         "new connections never got the new certificate: {}",

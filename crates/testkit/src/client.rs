@@ -180,24 +180,52 @@ impl XksClient {
         self.send_parts(json_request_parts(method, url), body).await
     }
 
+    /// POSTs JSON, signed; a transport failure (e.g. TLS refused) is an `Err`, not a panic.
+    pub async fn try_post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+    ) -> Result<Reply, reqwest::Error> {
+        let body = body.to_string().into_bytes();
+        let mut parts = json_request_parts("POST", url);
+        sigv4_auth::sign(
+            &mut parts,
+            &body,
+            &SigningParams {
+                credential: &self.credential,
+                region: &self.region,
+                service: &self.service,
+                time: SystemTime::now(),
+            },
+        )
+        .expect("sign");
+        self.try_send_parts(parts, body).await
+    }
+
     async fn send_parts(&self, parts: Parts, body: Vec<u8>) -> Reply {
+        self.try_send_parts(parts, body)
+            .await
+            .expect("send request")
+    }
+
+    async fn try_send_parts(&self, parts: Parts, body: Vec<u8>) -> Result<Reply, reqwest::Error> {
         let url = parts.uri.to_string();
         let mut req = self.http.request(parts.method.clone(), url);
         for (k, v) in &parts.headers {
             req = req.header(k, v);
         }
-        let resp = req.body(body).send().await.expect("send request");
+        let resp = req.body(body).send().await?;
         let status = resp.status().as_u16();
         let version = resp.version();
         let headers = resp.headers().clone();
-        let raw = resp.bytes().await.expect("read body").to_vec();
+        let raw = resp.bytes().await?.to_vec();
         let json = serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
-        Reply {
+        Ok(Reply {
             status,
             json,
             raw,
             headers,
             version,
-        }
+        })
     }
 }
