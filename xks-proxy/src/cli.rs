@@ -235,6 +235,9 @@ pub enum CliError {
     /// Key store problem.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Root key or key material problem.
+    #[error(transparent)]
+    RootKey(#[from] root_key::RootKeyError),
     /// Anything else.
     #[error("{0}")]
     Other(String),
@@ -433,13 +436,13 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
                         std::fs::read(&f)
                             .map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?,
                     );
-                    parse_key_bytes(&raw, &f.display().to_string())?
+                    parse_key_bytes(&raw, &format!("key material {}", f.display()))?
                 }
                 (None, Some(var)) => {
                     let v = zeroize::Zeroizing::new(std::env::var(&var).map_err(|_| {
                         CliError::Other(format!("environment variable {var} is not set"))
                     })?);
-                    parse_key_bytes(v.as_bytes(), &format!("${var}"))?
+                    parse_key_bytes(v.as_bytes(), &format!("key material ${var}"))?
                 }
                 _ => {
                     return Err(CliError::Other(

@@ -26,6 +26,9 @@ pub enum LocalSetupError {
     /// File system or key store failure.
     #[error(transparent)]
     Store(#[from] crate::keystore::StoreError),
+    /// Root key failure.
+    #[error(transparent)]
+    RootKey(#[from] root_key::RootKeyError),
     /// Certificate generation failed.
     #[error("certificate generation failed: {0}")]
     Tls(String),

@@ -30,13 +30,8 @@ pub enum StoreError {
         source: std::io::Error,
     },
     /// The root key could not be loaded.
-    #[error("root key {source_name}: {reason}")]
-    RootKey {
-        /// The file path or `$VARIABLE`.
-        source_name: String,
-        /// What is wrong (never the key).
-        reason: String,
-    },
+    #[error(transparent)]
+    RootKey(#[from] root_key::RootKeyError),
     /// The store was sealed under another root key.
     #[error("key store is sealed under root key {found}, but root key {expected} was given")]
     WrongRootKey {
@@ -320,18 +315,7 @@ impl KeyStoreFile {
 
 /// Writes a new file readable by its owner only, durably. Fails if it exists.
 pub fn write_new_private_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    }
-    let mut f = OpenOptions::new()
-        .create_new(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_err(path))?;
-    f.write_all(bytes).map_err(io_err(path))?;
-    f.sync_all().map_err(io_err(path))?;
-    Ok(())
+    root_key::write_new_private_file(path, bytes).map_err(io_err(path))
 }
 
 #[cfg(test)]
