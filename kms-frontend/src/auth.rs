@@ -1,0 +1,155 @@
+//! Who is calling: SigV4 (service `kms`) against the configured principals, with errors
+//! named and worded as AWS answers them.
+
+use sigv4_auth::{Authorization, Credential, SigningSecret, Verifier, VerifierConfig, VerifyError};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config::FrontendConfig;
+use crate::model::partition_for_region;
+use crate::protocol::KmsError;
+
+/// AWS allows 15 minutes between a request's signing time and its arrival.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(15 * 60);
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The caller's account.
+    pub account_id: String,
+    /// The caller's IAM principal ARN.
+    pub principal_arn: String,
+    /// The Region in the signature's credential scope: the Region the request is for.
+    pub region: String,
+    /// `aws`, `aws-cn` or `aws-us-gov`.
+    pub partition: &'static str,
+}
+
+#[derive(Debug)]
+struct Entry {
+    credential: Arc<Credential>,
+    account_id: String,
+    principal_arn: String,
+    regions: Vec<String>,
+}
+
+/// The configured principals and the verifier.
+#[derive(Debug)]
+pub struct Callers {
+    by_access_key: HashMap<String, Entry>,
+    principals: HashSet<String>,
+    verifier: Verifier,
+}
+
+impl Callers {
+    /// Indexes the principals of `cfg`.
+    pub fn from_config(cfg: &FrontendConfig) -> Self {
+        let mut by_access_key = HashMap::new();
+        let mut principals = HashSet::new();
+        for a in &cfg.accounts {
+            for p in &a.principals {
+                principals.insert(p.arn.clone());
+                by_access_key.insert(
+                    p.access_key_id.clone(),
+                    Entry {
+                        credential: Arc::new(Credential::new(
+                            p.access_key_id.clone(),
+                            SigningSecret::new(p.secret.to_string()),
+                        )),
+                        account_id: a.id.clone(),
+                        principal_arn: p.arn.clone(),
+                        regions: a.regions.clone(),
+                    },
+                );
+            }
+        }
+        let mut vc = VerifierConfig::new("kms");
+        vc.max_clock_skew = MAX_CLOCK_SKEW;
+        Self {
+            by_access_key,
+            principals,
+            verifier: Verifier::new(vc),
+        }
+    }
+
+    /// Whether `arn` is a principal this installation knows.
+    pub fn principal_exists(&self, arn: &str) -> bool {
+        self.principals.contains(arn)
+    }
+
+    /// Checks the request's cheap parts (header shape, known access key) before its body is
+    /// read; returns the parsed header for [`Callers::verify`].
+    pub fn identify(&self, parts: &http::request::Parts) -> Result<Authorization, KmsError> {
+        let auth = Authorization::parse(&parts.headers).map_err(|e| match e {
+            VerifyError::MissingAuthorization => KmsError::client(
+                "MissingAuthenticationTokenException",
+                "Missing Authentication Token",
+            ),
+            other => KmsError::client("IncompleteSignatureException", other.to_string()),
+        })?;
+        if !self.by_access_key.contains_key(auth.access_key_id()) {
+            return Err(KmsError::client(
+                "UnrecognizedClientException",
+                "The security token included in the request is invalid.",
+            ));
+        }
+        Ok(auth)
+    }
+
+    /// Verifies the signature over the whole request.
+    pub fn verify(
+        &self,
+        parts: &http::request::Parts,
+        auth: &Authorization,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Caller, KmsError> {
+        let entry = self
+            .by_access_key
+            .get(auth.access_key_id())
+            .ok_or_else(|| {
+                KmsError::client(
+                    "UnrecognizedClientException",
+                    "The security token included in the request is invalid.",
+                )
+            })?;
+        self.verifier
+            .verify(parts, auth, &entry.credential, body, now)
+            .map_err(|e| match e {
+                VerifyError::SignatureMismatch => KmsError::client(
+                    "InvalidSignatureException",
+                    "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+                ),
+                VerifyError::ClockSkew { .. } => KmsError::client(
+                    "InvalidSignatureException",
+                    format!("Signature expired: {e}"),
+                ),
+                VerifyError::WrongService { .. } => KmsError::client(
+                    "InvalidSignatureException",
+                    "Credential should be scoped to correct service: 'kms'.",
+                ),
+                VerifyError::MissingDate
+                | VerifyError::MalformedDate(_)
+                | VerifyError::RequiredHeaderNotSigned(_)
+                | VerifyError::MissingSignedHeader(_)
+                | VerifyError::MalformedAuthorization(_) => {
+                    KmsError::client("IncompleteSignatureException", e.to_string())
+                }
+                other => KmsError::client("InvalidSignatureException", other.to_string()),
+            })?;
+        let region = auth.region().to_owned();
+        if !entry.regions.is_empty() && !entry.regions.contains(&region) {
+            return Err(KmsError::client(
+                "UnrecognizedClientException",
+                format!("The account is not served in Region {region}."),
+            ));
+        }
+        Ok(Caller {
+            account_id: entry.account_id.clone(),
+            principal_arn: entry.principal_arn.clone(),
+            partition: partition_for_region(&region),
+            region,
+        })
+    }
+}

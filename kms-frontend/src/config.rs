@@ -1,0 +1,320 @@
+//! Front-end configuration: one TOML file, parsed raw, then validated with every problem
+//! reported together. Relative paths are relative to the config file's directory.
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// Defaults, documented where they are defined.
+pub mod defaults {
+    /// KMS keys per account and Region (AWS's default quota).
+    pub const MAX_KEYS_PER_REGION: u64 = 100_000;
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not valid TOML for this schema.
+    #[error("config {path} is not valid: {message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// One or more settings are invalid.
+    #[error("config {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// Every problem found.
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    server: RawServer,
+    storage: RawStorage,
+    root_key: RawRootKey,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    logging: RawLogging,
+    #[serde(default)]
+    accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    #[serde(default)]
+    allow_plaintext_http: bool,
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    certificate_chain: PathBuf,
+    private_key: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRootKey {
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_keys_per_region: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogging {
+    level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    id: String,
+    #[serde(default)]
+    regions: Vec<String>,
+    #[serde(default)]
+    principals: Vec<RawPrincipal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrincipal {
+    arn: String,
+    access_key_id: String,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS files, or `None` for plain HTTP (explicit opt-in).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The SQLite database file.
+    pub storage_path: PathBuf,
+    /// The root key sealing key material.
+    pub root_key: root_key::RootKeySource,
+    /// KMS keys per account and Region.
+    pub max_keys_per_region: u64,
+    /// Log filter.
+    pub log_level: String,
+    /// Accounts and their principals.
+    pub accounts: Vec<Account>,
+}
+
+/// An AWS account served by this front end.
+#[derive(Debug, Clone)]
+pub struct Account {
+    /// 12-digit account id.
+    pub id: String,
+    /// Regions served (empty: any).
+    pub regions: Vec<String>,
+    /// IAM principals that may call.
+    pub principals: Vec<Principal>,
+}
+
+/// An IAM principal with a SigV4 credential.
+#[derive(Clone)]
+pub struct Principal {
+    /// Its ARN, e.g. `arn:aws:iam::111122223333:user/alice`.
+    pub arn: String,
+    /// Its access key id.
+    pub access_key_id: String,
+    /// Its secret access key.
+    pub secret: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Principal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Principal")
+            .field("arn", &self.arn)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+impl FrontendConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: Raw = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base.join(p)
+            }
+        };
+        let mut problems = Vec::new();
+        let listen = raw.server.listen.parse().unwrap_or_else(|_| {
+            problems.push(format!(
+                "server.listen: '{}' is not an address",
+                raw.server.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        });
+        let tls = match (raw.server.tls, raw.server.allow_plaintext_http) {
+            (Some(t), false) => Some((resolve(&t.certificate_chain), resolve(&t.private_key))),
+            (None, true) => None,
+            (Some(_), true) => {
+                problems.push(
+                    "server: set either [server.tls] or allow_plaintext_http, not both".into(),
+                );
+                None
+            }
+            (None, false) => {
+                problems.push("server.tls is required (plain HTTP only with server.allow_plaintext_http = true)".into());
+                None
+            }
+        };
+        let root_key = match (raw.root_key.file, raw.root_key.env) {
+            (Some(f), None) => root_key::RootKeySource::File(resolve(&f)),
+            (None, Some(v)) => root_key::RootKeySource::Env(v),
+            _ => {
+                problems.push("root_key: set exactly one of file or env".into());
+                root_key::RootKeySource::Env(String::new())
+            }
+        };
+        let mut accounts = Vec::new();
+        let mut akids = HashSet::new();
+        let mut ids = HashSet::new();
+        if raw.accounts.is_empty() {
+            problems.push("at least one [[accounts]] entry is required".into());
+        }
+        for a in raw.accounts {
+            if a.id.len() != 12 || !a.id.bytes().all(|b| b.is_ascii_digit()) {
+                problems.push(format!("account '{}': the id must be 12 digits", a.id));
+            }
+            if !ids.insert(a.id.clone()) {
+                problems.push(format!("account {} is configured twice", a.id));
+            }
+            let mut principals = Vec::new();
+            for p in a.principals {
+                if !akids.insert(p.access_key_id.clone()) {
+                    problems.push(format!(
+                        "access key id {} is configured twice",
+                        p.access_key_id
+                    ));
+                }
+                if !p.arn.starts_with("arn:") || !p.arn.contains(&format!(":iam::{}:", a.id)) {
+                    problems.push(format!(
+                        "principal {}: must be an IAM ARN in account {}",
+                        p.arn, a.id
+                    ));
+                }
+                let secret = match (p.secret_file, p.secret_env) {
+                    (Some(f), None) => {
+                        let f = resolve(&f);
+                        match root_key::check_owner_only(&f).and_then(|()| {
+                            std::fs::read_to_string(&f).map_err(|e| root_key::RootKeyError::Load {
+                                source_name: f.display().to_string(),
+                                reason: e.to_string(),
+                            })
+                        }) {
+                            Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
+                            Err(e) => {
+                                problems.push(format!("principal {}: secret file: {e}", p.arn));
+                                None
+                            }
+                        }
+                    }
+                    (None, Some(v)) => match std::env::var(&v) {
+                        Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
+                        Err(_) => {
+                            problems.push(format!(
+                                "principal {}: environment variable {v} is not set",
+                                p.arn
+                            ));
+                            None
+                        }
+                    },
+                    _ => {
+                        problems.push(format!(
+                            "principal {}: set exactly one of secret_file or secret_env",
+                            p.arn
+                        ));
+                        None
+                    }
+                };
+                if let Some(secret) = secret {
+                    principals.push(Principal {
+                        arn: p.arn,
+                        access_key_id: p.access_key_id,
+                        secret,
+                    });
+                }
+            }
+            accounts.push(Account {
+                id: a.id,
+                regions: a.regions,
+                principals,
+            });
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            listen,
+            tls,
+            storage_path: resolve(&raw.storage.path),
+            root_key,
+            max_keys_per_region: raw
+                .limits
+                .max_keys_per_region
+                .unwrap_or(defaults::MAX_KEYS_PER_REGION),
+            log_level: raw.logging.level.unwrap_or_else(|| "info".into()),
+            accounts,
+        })
+    }
+}

@@ -1,0 +1,199 @@
+//! The front end's own cryptography: key material sealed under the root key, and the
+//! ciphertext blob of symmetric encryption with `AWS_KMS` key material.
+//!
+//! Ciphertext blob v1 (what `Encrypt` returns and `Decrypt` accepts):
+//!
+//! ```text
+//! 0       format (0x01: AWS_KMS symmetric key, AES-256-GCM)
+//! 1       key id length n, then n bytes of key id (ASCII)
+//! ..+12   IV
+//! ..      ciphertext || 16-byte tag
+//! ```
+//!
+//! The GCM AAD is the header (format + key id) followed by the canonical encryption
+//! context: pairs sorted by key, each as BE16 length + key + BE16 length + value, so the
+//! order in which a caller lists its pairs does not matter.
+
+use aes_gcm::aead::AeadInOut;
+use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+use crate::protocol::KmsError;
+
+/// Format byte of a blob made with `AWS_KMS` symmetric key material.
+pub const FORMAT_AWS_KMS_SYMMETRIC: u8 = 0x01;
+
+fn cipher(key: &[u8]) -> Result<Aes256Gcm, KmsError> {
+    Aes256Gcm::new_from_slice(key)
+        .map_err(|_| KmsError::internal("stored key material has the wrong length"))
+}
+
+/// Seals key material under a key derived from the root key; `binding` (the key ARN) is
+/// authenticated so sealed material cannot be moved to another key.
+pub fn seal_material(
+    root: &root_key::RootKey,
+    binding: &str,
+    material: &[u8],
+) -> Result<Vec<u8>, KmsError> {
+    let key = root.derive(b"kms-frontend/key-material-seal/v1");
+    let mut iv = [0u8; 12];
+    getrandom::fill(&mut iv)
+        .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
+    let mut out = iv.to_vec();
+    let mut body = material.to_vec();
+    let tag = cipher(&key[..])?
+        .encrypt_inout_detached(&Nonce::from(iv), binding.as_bytes(), (&mut body[..]).into())
+        .map_err(|_| KmsError::internal("sealing failed"))?;
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Unseals what [`seal_material`] made.
+pub fn unseal_material(
+    root: &root_key::RootKey,
+    binding: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    if sealed.len() < 28 {
+        return Err(KmsError::internal("sealed key material is truncated"));
+    }
+    let key = root.derive(b"kms-frontend/key-material-seal/v1");
+    let (iv, rest) = sealed.split_at(12);
+    let (body, tag) = rest.split_at(rest.len() - 16);
+    let mut out = Zeroizing::new(body.to_vec());
+    let nonce = Nonce::try_from(iv).map_err(|_| KmsError::internal("bad nonce"))?;
+    let tag = Tag::try_from(tag).map_err(|_| KmsError::internal("bad tag"))?;
+    cipher(&key[..])?
+        .decrypt_inout_detached(&nonce, binding.as_bytes(), (&mut out[..]).into(), &tag)
+        .map_err(|_| {
+            KmsError::internal("stored key material failed authentication (wrong root key?)")
+        })?;
+    Ok(out)
+}
+
+/// The canonical bytes of an encryption context (order-independent).
+pub fn canonical_context(context: &BTreeMap<String, String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in context {
+        for part in [k, v] {
+            let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+    }
+    out
+}
+
+fn header(key_id: &str) -> Result<Vec<u8>, KmsError> {
+    let len = u8::try_from(key_id.len()).map_err(|_| KmsError::internal("key id too long"))?;
+    let mut h = vec![FORMAT_AWS_KMS_SYMMETRIC, len];
+    h.extend_from_slice(key_id.as_bytes());
+    Ok(h)
+}
+
+/// Encrypts with symmetric key material into a ciphertext blob naming `key_id`.
+pub fn encrypt_blob(
+    key_id: &str,
+    material: &[u8],
+    plaintext: &[u8],
+    context: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, KmsError> {
+    let mut blob = header(key_id)?;
+    let mut aad = blob.clone();
+    aad.extend_from_slice(&canonical_context(context));
+    let mut iv = [0u8; 12];
+    getrandom::fill(&mut iv)
+        .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
+    let mut body = plaintext.to_vec();
+    let tag = cipher(material)?
+        .encrypt_inout_detached(&Nonce::from(iv), &aad, (&mut body[..]).into())
+        .map_err(|_| KmsError::internal("encryption failed"))?;
+    blob.extend_from_slice(&iv);
+    blob.extend_from_slice(&body);
+    blob.extend_from_slice(&tag);
+    Ok(blob)
+}
+
+/// The key id a ciphertext blob names, or `InvalidCiphertextException`.
+pub fn blob_key_id(blob: &[u8]) -> Result<&str, KmsError> {
+    let invalid = || KmsError::client("InvalidCiphertextException", "The ciphertext is not valid.");
+    if blob.first() != Some(&FORMAT_AWS_KMS_SYMMETRIC) {
+        return Err(invalid());
+    }
+    let n = usize::from(*blob.get(1).ok_or_else(invalid)?);
+    let id = blob.get(2..2 + n).ok_or_else(invalid)?;
+    if blob.len() < 2 + n + 12 + 16 {
+        return Err(invalid());
+    }
+    std::str::from_utf8(id).map_err(|_| invalid())
+}
+
+/// Decrypts a ciphertext blob with the material of the key it names.
+pub fn decrypt_blob(
+    blob: &[u8],
+    material: &[u8],
+    context: &BTreeMap<String, String>,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let invalid = || {
+        KmsError::client(
+            "InvalidCiphertextException",
+            "The ciphertext or the encryption context is not valid.",
+        )
+    };
+    let key_id = blob_key_id(blob)?;
+    let hlen = 2 + key_id.len();
+    let mut aad = blob[..hlen].to_vec();
+    aad.extend_from_slice(&canonical_context(context));
+    let (iv, rest) = blob[hlen..].split_at(12);
+    let (body, tag) = rest.split_at(rest.len() - 16);
+    let mut out = Zeroizing::new(body.to_vec());
+    let nonce = Nonce::try_from(iv).map_err(|_| invalid())?;
+    let tag = Tag::try_from(tag).map_err(|_| invalid())?;
+    cipher(material)?
+        .decrypt_inout_detached(&nonce, &aad, (&mut out[..]).into(), &tag)
+        .map_err(|_| invalid())?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_bind_key_and_context_independent_of_order() {
+        let key = [7u8; 32];
+        let mut ctx = BTreeMap::new();
+        ctx.insert("b".to_owned(), "2".to_owned());
+        ctx.insert("a".to_owned(), "1".to_owned());
+        let blob = encrypt_blob("1234abcd-12ab-34cd-56ef-1234567890ab", &key, b"hello", &ctx)
+            .expect("enc");
+        assert_eq!(
+            blob_key_id(&blob).expect("id"),
+            "1234abcd-12ab-34cd-56ef-1234567890ab"
+        );
+        assert_eq!(&decrypt_blob(&blob, &key, &ctx).expect("dec")[..], b"hello");
+        let mut other = ctx.clone();
+        other.insert("a".into(), "x".into());
+        assert!(decrypt_blob(&blob, &key, &other).is_err());
+        assert!(decrypt_blob(&blob, &key, &BTreeMap::new()).is_err());
+        for i in 0..blob.len() {
+            let mut t = blob.clone();
+            t[i] ^= 1;
+            assert!(decrypt_blob(&t, &key, &ctx).is_err(), "byte {i}");
+        }
+        assert!(blob_key_id(b"").is_err() && blob_key_id(&[1, 40, 0]).is_err());
+    }
+
+    #[test]
+    fn sealing_binds_the_key_arn() {
+        let root = root_key::RootKey::generate().expect("rng");
+        let sealed = seal_material(&root, "arn:a", b"material").expect("seal");
+        assert_eq!(
+            &unseal_material(&root, "arn:a", &sealed).expect("unseal")[..],
+            b"material"
+        );
+        assert!(unseal_material(&root, "arn:b", &sealed).is_err());
+    }
+}

@@ -1,0 +1,477 @@
+//! Symmetric cryptography with `AWS_KMS` key material: Encrypt, Decrypt, GenerateDataKey,
+//! GenerateDataKeyWithoutPlaintext, ReEncrypt, and GenerateRandom.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+use super::keys::required_key_id;
+use crate::auth::Caller;
+use crate::crypto;
+use crate::model::{KeySpec, KeyState, KeyUsage, Origin};
+use crate::protocol::{KmsError, Violations};
+use crate::service::{KeyRef, Kms};
+use crate::storage::KeyRecord;
+
+/// A base64 blob member; wrong base64 is a `SerializationException`, as AWS answers.
+fn blob(member: &str, value: Option<&str>) -> Result<Option<Zeroizing<Vec<u8>>>, KmsError> {
+    value
+        .map(|v| {
+            STANDARD.decode(v).map(Zeroizing::new).map_err(|_| {
+                KmsError::client(
+                    "SerializationException",
+                    format!("{member} is not valid base64"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+/// `EncryptionContext` (string map): keys and values, validated.
+fn context(
+    v: &mut Violations,
+    member: &str,
+    ctx: Option<BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let ctx = ctx.unwrap_or_default();
+    for k in ctx.keys() {
+        if k.is_empty() {
+            v.add(
+                k,
+                member,
+                "Map keys must have length greater than or equal to 1",
+            );
+        }
+    }
+    ctx
+}
+
+/// The key is usable for symmetric encryption in its current state.
+fn usable(key: &KeyRecord, op: &str) -> Result<(), KmsError> {
+    match KeyState::parse(&key.key_state) {
+        Some(KeyState::Enabled) => {}
+        Some(KeyState::Disabled) => {
+            return Err(KmsError::client(
+                "DisabledException",
+                format!("{} is disabled.", key.arn),
+            ));
+        }
+        Some(KeyState::PendingDeletion) => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is pending deletion.",
+                key.arn
+            )));
+        }
+        Some(KeyState::PendingImport) => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is pending import.",
+                key.arn
+            )));
+        }
+        Some(KeyState::Unavailable) => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is unavailable.",
+                key.arn
+            )));
+        }
+        _ => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is {}.",
+                key.arn, key.key_state
+            )));
+        }
+    }
+    if key.key_usage != KeyUsage::EncryptDecrypt.as_str()
+        || key.key_spec != KeySpec::SymmetricDefault.as_str()
+    {
+        return Err(KmsError::client(
+            "InvalidKeyUsageException",
+            format!(
+                "{} key usage is {} with key spec {}, which is not valid for {op}.",
+                key.arn, key.key_usage, key.key_spec
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn material(kms: &Kms, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let sealed = key
+        .sealed_material
+        .as_ref()
+        .ok_or_else(|| KmsError::invalid_state(format!("{} has no key material.", key.arn)))?;
+    crypto::unseal_material(&kms.root, &key.arn, sealed)
+}
+
+fn encrypt_with(
+    kms: &Kms,
+    key: &KeyRecord,
+    plaintext: &[u8],
+    ctx: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, KmsError> {
+    if key.origin != Origin::AwsKms.as_str() && key.origin != Origin::External.as_str() {
+        return Err(KmsError::client(
+            "UnsupportedOperationException",
+            format!(
+                "{} is in a custom key store, which this front end does not serve yet.",
+                key.arn
+            ),
+        ));
+    }
+    let m = material(kms, key)?;
+    crypto::encrypt_blob(&key.key_id, &m, plaintext, ctx)
+}
+
+fn check_algorithm(v: &mut Violations, member: &str, alg: Option<&str>) -> Result<(), KmsError> {
+    if let Some(a) = alg {
+        let all = [
+            "SYMMETRIC_DEFAULT",
+            "RSAES_OAEP_SHA_1",
+            "RSAES_OAEP_SHA_256",
+            "SM2PKE",
+        ];
+        v.enum_value(a, member, &all);
+        if all.contains(&a) && a != "SYMMETRIC_DEFAULT" {
+            return Err(KmsError::client(
+                "InvalidKeyUsageException",
+                format!(
+                    "The encryption algorithm {a} is not valid for a symmetric encryption key."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct EncryptInput {
+    key_id: Option<String>,
+    plaintext: Option<String>,
+    encryption_context: Option<BTreeMap<String, String>>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+    encryption_algorithm: Option<String>,
+    dry_run: Option<bool>,
+}
+
+fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {
+    if flag == Some(true) {
+        return Err(KmsError::client(
+            "DryRunOperationException",
+            "The request would have succeeded, but the DryRun option is set.",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn encrypt(kms: &Kms, caller: &Caller, input: EncryptInput) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    let key_id = required_key_id(input.key_id.as_deref());
+    let plaintext = blob("Plaintext", input.plaintext.as_deref())?;
+    match &plaintext {
+        None => v.add("null", "plaintext", "Member must not be null"),
+        Some(p) => v.range(p.len() as i64, "plaintext", 1, 4096),
+    }
+    let algo = check_algorithm(
+        &mut v,
+        "encryptionAlgorithm",
+        input.encryption_algorithm.as_deref(),
+    );
+    let ctx = context(&mut v, "encryptionContext", input.encryption_context);
+    v.finish()?;
+    let key = kms.find_key(caller, key_id?, KeyRef::KeyOrAlias)?;
+    usable(&key, "Encrypt")?;
+    algo?;
+    dry_run(input.dry_run)?;
+    let blob = encrypt_with(
+        kms,
+        &key,
+        plaintext.as_deref().map_or(&[][..], |p| &p[..]),
+        &ctx,
+    )?;
+    Ok(
+        json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
+    )
+}
+
+/// Decrypts a blob for `caller`; `expected` is the KeyId the caller named, if any.
+fn open_blob(
+    kms: &Kms,
+    caller: &Caller,
+    blob: &[u8],
+    ctx: &BTreeMap<String, String>,
+    expected: Option<&str>,
+    op: &str,
+) -> Result<(KeyRecord, Zeroizing<Vec<u8>>), KmsError> {
+    let named = crypto::blob_key_id(blob)?;
+    let key = kms.find_key(caller, named, KeyRef::KeyOnly).map_err(|e| {
+        if e.name == "NotFoundException" {
+            KmsError::client(
+                "InvalidCiphertextException",
+                "The ciphertext refers to a KMS key that does not exist or that you cannot use.",
+            )
+        } else {
+            e
+        }
+    })?;
+    if let Some(want) = expected {
+        let wanted = kms.find_key(caller, want, KeyRef::KeyOrAlias)?;
+        if wanted.key_id != key.key_id {
+            return Err(KmsError::client(
+                "IncorrectKeyException",
+                "The key ID in the request does not identify a KMS key that can perform this operation.",
+            ));
+        }
+    }
+    usable(&key, op)?;
+    let m = material(kms, &key)?;
+    let plaintext = crypto::decrypt_blob(blob, &m, ctx)?;
+    Ok((key, plaintext))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct DecryptInput {
+    ciphertext_blob: Option<String>,
+    encryption_context: Option<BTreeMap<String, String>>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+    key_id: Option<String>,
+    encryption_algorithm: Option<String>,
+    dry_run: Option<bool>,
+}
+
+fn ciphertext(v: &mut Violations, member: &str, value: Option<&Zeroizing<Vec<u8>>>) {
+    match value {
+        None => v.add("null", member, "Member must not be null"),
+        Some(c) => v.range(c.len() as i64, member, 1, 6144),
+    }
+}
+
+pub(super) fn decrypt(kms: &Kms, caller: &Caller, input: DecryptInput) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    let blob = blob("CiphertextBlob", input.ciphertext_blob.as_deref())?;
+    ciphertext(&mut v, "ciphertextBlob", blob.as_ref());
+    if let Some(k) = &input.key_id {
+        v.length(k, "keyId", 1, 2048);
+    }
+    let algo = check_algorithm(
+        &mut v,
+        "encryptionAlgorithm",
+        input.encryption_algorithm.as_deref(),
+    );
+    let ctx = context(&mut v, "encryptionContext", input.encryption_context);
+    v.finish()?;
+    algo?;
+    let (key, plaintext) = open_blob(
+        kms,
+        caller,
+        blob.as_deref().map_or(&[][..], |b| &b[..]),
+        &ctx,
+        input.key_id.as_deref(),
+        "Decrypt",
+    )?;
+    dry_run(input.dry_run)?;
+    Ok(
+        json!({"KeyId": key.arn, "Plaintext": b64(&plaintext), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct DataKeyInput {
+    key_id: Option<String>,
+    encryption_context: Option<BTreeMap<String, String>>,
+    number_of_bytes: Option<i64>,
+    key_spec: Option<String>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+    dry_run: Option<bool>,
+    recipient: Option<Value>,
+}
+
+pub(super) fn generate_data_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: DataKeyInput,
+    with_plaintext: bool,
+) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    let key_id = required_key_id(input.key_id.as_deref());
+    if let Some(n) = input.number_of_bytes {
+        v.range(n, "numberOfBytes", 1, 1024);
+    }
+    if let Some(s) = &input.key_spec {
+        v.enum_value(s, "keySpec", &["AES_256", "AES_128"]);
+    }
+    let ctx = context(&mut v, "encryptionContext", input.encryption_context);
+    v.finish()?;
+    let n = match (input.number_of_bytes, input.key_spec.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(KmsError::validation(
+                "Please specify either number of bytes or key spec.",
+            ));
+        }
+        (None, None) => {
+            return Err(KmsError::validation(
+                "Please specify either number of bytes or key spec.",
+            ));
+        }
+        (Some(n), None) => usize::try_from(n).unwrap_or(1),
+        (None, Some(spec)) => {
+            if spec == "AES_128" {
+                16
+            } else {
+                32
+            }
+        }
+    };
+    if input.recipient.is_some() && !with_plaintext {
+        return Err(KmsError::validation(
+            "Recipient is not valid for GenerateDataKeyWithoutPlaintext.",
+        ));
+    }
+    if input.recipient.is_some() {
+        return Err(KmsError::client(
+            "UnsupportedOperationException",
+            "Recipient (Nitro Enclaves attestation) is not supported by this front end.",
+        ));
+    }
+    let key = kms.find_key(caller, key_id?, KeyRef::KeyOrAlias)?;
+    usable(
+        &key,
+        if with_plaintext {
+            "GenerateDataKey"
+        } else {
+            "GenerateDataKeyWithoutPlaintext"
+        },
+    )?;
+    dry_run(input.dry_run)?;
+    let mut data_key = Zeroizing::new(vec![0u8; n]);
+    getrandom::fill(&mut data_key)
+        .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
+    let blob = encrypt_with(kms, &key, &data_key, &ctx)?;
+    let mut out = json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn});
+    if with_plaintext {
+        out["Plaintext"] = json!(b64(&data_key));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct ReEncryptInput {
+    ciphertext_blob: Option<String>,
+    source_encryption_context: Option<BTreeMap<String, String>>,
+    source_key_id: Option<String>,
+    destination_key_id: Option<String>,
+    destination_encryption_context: Option<BTreeMap<String, String>>,
+    source_encryption_algorithm: Option<String>,
+    destination_encryption_algorithm: Option<String>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+    dry_run: Option<bool>,
+}
+
+pub(super) fn re_encrypt(
+    kms: &Kms,
+    caller: &Caller,
+    input: ReEncryptInput,
+) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    let blob = blob("CiphertextBlob", input.ciphertext_blob.as_deref())?;
+    ciphertext(&mut v, "ciphertextBlob", blob.as_ref());
+    let dest_id = required_key_id(input.destination_key_id.as_deref()).map_err(|mut e| {
+        e.message = e.message.replace("'keyId'", "'destinationKeyId'");
+        e
+    });
+    let src_algo = check_algorithm(
+        &mut v,
+        "sourceEncryptionAlgorithm",
+        input.source_encryption_algorithm.as_deref(),
+    );
+    let dst_algo = check_algorithm(
+        &mut v,
+        "destinationEncryptionAlgorithm",
+        input.destination_encryption_algorithm.as_deref(),
+    );
+    let src_ctx = context(
+        &mut v,
+        "sourceEncryptionContext",
+        input.source_encryption_context,
+    );
+    let dst_ctx = context(
+        &mut v,
+        "destinationEncryptionContext",
+        input.destination_encryption_context,
+    );
+    v.finish()?;
+    src_algo?;
+    dst_algo?;
+    let dest = kms.find_key(caller, dest_id?, KeyRef::KeyOrAlias)?;
+    let (source, plaintext) = open_blob(
+        kms,
+        caller,
+        blob.as_deref().map_or(&[][..], |b| &b[..]),
+        &src_ctx,
+        input.source_key_id.as_deref(),
+        "ReEncrypt",
+    )?;
+    usable(&dest, "ReEncrypt")?;
+    dry_run(input.dry_run)?;
+    let out = encrypt_with(kms, &dest, &plaintext, &dst_ctx)?;
+    Ok(json!({
+        "CiphertextBlob": b64(&out),
+        "SourceKeyId": source.arn,
+        "KeyId": dest.arn,
+        "SourceEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+        "DestinationEncryptionAlgorithm": "SYMMETRIC_DEFAULT",
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct RandomInput {
+    number_of_bytes: Option<i64>,
+    custom_key_store_id: Option<String>,
+    recipient: Option<Value>,
+}
+
+pub(super) fn generate_random(kms: &Kms, input: RandomInput) -> Result<Value, KmsError> {
+    let _ = kms;
+    let mut v = Violations::new();
+    if let Some(n) = input.number_of_bytes {
+        v.range(n, "numberOfBytes", 1, 1024);
+    }
+    if let Some(id) = &input.custom_key_store_id {
+        v.length(id, "customKeyStoreId", 1, 64);
+    }
+    v.finish()?;
+    let Some(n) = input.number_of_bytes else {
+        return Err(KmsError::validation("NumberOfBytes is required."));
+    };
+    if let Some(id) = &input.custom_key_store_id {
+        return Err(KmsError::client(
+            "CustomKeyStoreNotFoundException",
+            format!("Custom key store {id} is not found."),
+        ));
+    }
+    if input.recipient.is_some() {
+        return Err(KmsError::client(
+            "UnsupportedOperationException",
+            "Recipient (Nitro Enclaves attestation) is not supported by this front end.",
+        ));
+    }
+    let mut bytes = Zeroizing::new(vec![0u8; usize::try_from(n).unwrap_or(1)]);
+    getrandom::fill(&mut bytes)
+        .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
+    Ok(json!({"Plaintext": b64(&bytes)}))
+}

@@ -1,0 +1,582 @@
+//! CreateKey and the key lifecycle: DescribeKey, ListKeys, UpdateKeyDescription,
+//! EnableKey/DisableKey, ScheduleKeyDeletion/CancelKeyDeletion.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::paging;
+use crate::auth::Caller;
+use crate::model::{self, KeyMetadataView, KeySpec, KeyState, KeyUsage, Origin};
+use crate::policy::{self, PolicyContext};
+use crate::protocol::{KmsError, Violations, latin1_text};
+use crate::service::{KeyRef, Kms, storage_error};
+use crate::storage::{KEY_STATE_PENDING_DELETION, KeyRecord};
+
+/// A tag as the wire carries it (both members required by the model).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct WireTag {
+    pub(super) tag_key: Option<String>,
+    pub(super) tag_value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct CreateKeyInput {
+    policy: Option<String>,
+    description: Option<String>,
+    key_usage: Option<String>,
+    customer_master_key_spec: Option<String>,
+    key_spec: Option<String>,
+    origin: Option<String>,
+    custom_key_store_id: Option<String>,
+    bypass_policy_lockout_safety_check: Option<bool>,
+    tags: Option<Vec<WireTag>>,
+    multi_region: Option<bool>,
+    xks_key_id: Option<String>,
+}
+
+fn xks_key_id_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Model constraints of tags (lengths), then the semantic tag rules (duplicates, count,
+/// reserved prefix) as `TagException`.
+pub(super) fn check_tags(v: &mut Violations, tags: &[WireTag]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (i, t) in tags.iter().enumerate() {
+        let n = i + 1;
+        match &t.tag_key {
+            Some(k) => v.length(k, &format!("tags.{n}.member.tagKey"), 1, 128),
+            None => v.add(
+                "null",
+                &format!("tags.{n}.member.tagKey"),
+                "Member must not be null",
+            ),
+        }
+        match &t.tag_value {
+            Some(val) => v.length(val, &format!("tags.{n}.member.tagValue"), 0, 256),
+            None => v.add(
+                "null",
+                &format!("tags.{n}.member.tagValue"),
+                "Member must not be null",
+            ),
+        }
+        out.push((
+            t.tag_key.clone().unwrap_or_default(),
+            t.tag_value.clone().unwrap_or_default(),
+        ));
+    }
+    out
+}
+
+/// The semantic tag rules AWS answers with `TagException`.
+pub(super) fn tag_rules(tags: &[(String, String)], existing: usize) -> Result<(), KmsError> {
+    let mut seen = std::collections::HashSet::new();
+    for (k, _) in tags {
+        if !seen.insert(k.as_str()) {
+            return Err(KmsError::client("TagException", "Duplicate tag keys"));
+        }
+    }
+    if tags.len() + existing > 50 {
+        return Err(KmsError::client("TagException", "Too many tags"));
+    }
+    if tags
+        .iter()
+        .any(|(k, _)| k.len() >= 4 && k[..4].eq_ignore_ascii_case("aws:"))
+    {
+        return Err(KmsError::client(
+            "TagException",
+            "Tags beginning with aws: are reserved",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a policy for `caller` and maps problems to AWS's errors.
+pub(super) fn check_policy(
+    kms: &Kms,
+    caller: &Caller,
+    text: &str,
+    bypass: bool,
+) -> Result<(), KmsError> {
+    let exists = |arn: &str| kms.callers.principal_exists(arn);
+    let ctx = PolicyContext {
+        partition: caller.partition,
+        account_id: &caller.account_id,
+        caller_arn: &caller.principal_arn,
+        principal_exists: &exists,
+    };
+    policy::validate(text, &ctx, bypass)
+        .map_err(|e| KmsError::client(e.kms_error_type(), e.to_string()))
+}
+
+pub(super) fn create_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: CreateKeyInput,
+) -> Result<Value, KmsError> {
+    // 1. Model constraints, all reported together.
+    let mut v = Violations::new();
+    if let Some(p) = &input.policy {
+        v.length(p, "policy", 1, 131_072);
+        v.pattern(
+            p,
+            "policy",
+            latin1_text(p),
+            "[\\u0009\\u000A\\u000D\\u0020-\\u00FF]+",
+        );
+    }
+    if let Some(d) = &input.description {
+        v.length(d, "description", 0, 8192);
+        v.pattern(
+            d,
+            "description",
+            latin1_text(d),
+            "[\\u0009\\u000A\\u000D\\u0020-\\u00FF]*",
+        );
+    }
+    let names = |all: &[&'static str]| all.to_vec();
+    if let Some(u) = &input.key_usage {
+        v.enum_value(
+            u,
+            "keyUsage",
+            &names(&KeyUsage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>()),
+        );
+    }
+    if let Some(s) = &input.key_spec {
+        v.enum_value(
+            s,
+            "keySpec",
+            &KeySpec::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        );
+    }
+    if let Some(s) = &input.customer_master_key_spec {
+        let allowed: Vec<&str> = KeySpec::ALL
+            .iter()
+            .filter(|x| x.is_customer_master_key_spec_value())
+            .map(|x| x.as_str())
+            .collect();
+        v.enum_value(s, "customerMasterKeySpec", &allowed);
+    }
+    if let Some(o) = &input.origin {
+        v.enum_value(
+            o,
+            "origin",
+            &Origin::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
+        );
+    }
+    if let Some(id) = &input.custom_key_store_id {
+        v.length(id, "customKeyStoreId", 1, 64);
+    }
+    if let Some(x) = &input.xks_key_id {
+        v.length(x, "xksKeyId", 1, 128);
+        v.pattern(x, "xksKeyId", xks_key_id_ok(x), "^[a-zA-Z0-9-_.]+$");
+    }
+    let tags = check_tags(&mut v, input.tags.as_deref().unwrap_or_default());
+    v.finish()?;
+
+    // 2. Rules between parameters.
+    if input.key_spec.is_some() && input.customer_master_key_spec.is_some() {
+        return Err(KmsError::validation(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
+        ));
+    }
+    let spec = input
+        .key_spec
+        .as_deref()
+        .or(input.customer_master_key_spec.as_deref())
+        .and_then(KeySpec::parse)
+        .unwrap_or(KeySpec::SymmetricDefault);
+    let china = caller.partition == "aws-cn";
+    if spec.china_only() && !china {
+        return Err(KmsError::validation(format!(
+            "KeySpec {} is only available in the China Regions.",
+            spec.as_str()
+        )));
+    }
+    if spec.not_in_china() && china {
+        return Err(KmsError::validation(format!(
+            "KeySpec {} is not available in the China Regions.",
+            spec.as_str()
+        )));
+    }
+    let usage = match input.key_usage.as_deref().and_then(KeyUsage::parse) {
+        Some(u) => u,
+        None if spec.is_symmetric_encryption() => KeyUsage::EncryptDecrypt,
+        None => {
+            return Err(KmsError::validation(
+                "You must specify a KeyUsage value for all KMS keys except for symmetric encryption keys.",
+            ));
+        }
+    };
+    if !spec.allows_usage(usage) {
+        return Err(KmsError::validation(format!(
+            "KeyUsage {} is not compatible with KeySpec {}",
+            usage.as_str(),
+            spec.as_str()
+        )));
+    }
+    let origin = input
+        .origin
+        .as_deref()
+        .and_then(Origin::parse)
+        .unwrap_or(Origin::AwsKms);
+    let multi_region = input.multi_region.unwrap_or(false);
+    match (origin, &input.xks_key_id) {
+        (Origin::ExternalKeyStore, None) => {
+            return Err(KmsError::validation(
+                "XksKeyId is required when the Origin is EXTERNAL_KEY_STORE.",
+            ));
+        }
+        (o, Some(_)) if o != Origin::ExternalKeyStore => {
+            return Err(KmsError::validation(
+                "XksKeyId is valid only when the Origin is EXTERNAL_KEY_STORE.",
+            ));
+        }
+        _ => {}
+    }
+    if origin.is_custom_key_store() {
+        if multi_region {
+            return Err(KmsError::client(
+                "UnsupportedOperationException",
+                "You cannot create a multi-Region key in a custom key store.",
+            ));
+        }
+        if spec != KeySpec::SymmetricDefault {
+            return Err(KmsError::client(
+                "UnsupportedOperationException",
+                format!(
+                    "KeySpec {} is not supported in a custom key store; only SYMMETRIC_DEFAULT is.",
+                    spec.as_str()
+                ),
+            ));
+        }
+        let Some(store_id) = &input.custom_key_store_id else {
+            return Err(KmsError::validation(format!(
+                "CustomKeyStoreId is required when the Origin is {}.",
+                origin.as_str()
+            )));
+        };
+        // No custom key store exists in this release of the front end (external key stores
+        // arrive with issue 5; CloudHSM clusters cannot exist here).
+        return Err(KmsError::client(
+            "CustomKeyStoreNotFoundException",
+            format!("Custom key store {store_id} is not found."),
+        ));
+    } else if input.custom_key_store_id.is_some() {
+        return Err(KmsError::validation(
+            "CustomKeyStoreId is valid only when the Origin is AWS_CLOUDHSM or EXTERNAL_KEY_STORE.",
+        ));
+    }
+    tag_rules(&tags, 0)?;
+    let policy_text = match &input.policy {
+        Some(p) => {
+            check_policy(
+                kms,
+                caller,
+                p,
+                input.bypass_policy_lockout_safety_check.unwrap_or(false),
+            )?;
+            p.clone()
+        }
+        None => policy::default_policy(caller.partition, &caller.account_id),
+    };
+
+    // 3. Key material, sealed, and the record: nothing is stored before this point.
+    let key_id = model::new_key_id(multi_region);
+    let arn = model::key_arn(
+        caller.partition,
+        &caller.region,
+        &caller.account_id,
+        &key_id,
+    );
+    let (state, sealed, material_id) = if origin == Origin::External {
+        (KeyState::PendingImport, None, None)
+    } else {
+        let material =
+            crate::material::generate(spec).map_err(|e| KmsError::internal(e.to_string()))?;
+        let sealed = crate::crypto::seal_material(&kms.root, &arn, material.secret())?;
+        let material_id = spec.is_symmetric_encryption().then(|| material_id(&arn, 1));
+        (KeyState::Enabled, Some(sealed), material_id)
+    };
+    let record = KeyRecord {
+        account_id: caller.account_id.clone(),
+        region: caller.region.clone(),
+        key_id,
+        arn,
+        creation_date_ms: kms.clock.now_ms(),
+        description: input.description.unwrap_or_default(),
+        key_spec: spec.as_str().to_owned(),
+        key_usage: usage.as_str().to_owned(),
+        origin: origin.as_str().to_owned(),
+        key_state: state.as_str().to_owned(),
+        deletion_date_ms: None,
+        pending_window_days: None,
+        multi_region,
+        custom_key_store_id: None,
+        xks_key_id: None,
+        policy: policy_text,
+        sealed_material: sealed,
+        material_id,
+        tags,
+    };
+    kms.storage
+        .create_key(&record, kms.max_keys)
+        .map_err(|e| match e {
+            crate::storage::StorageError::LimitExceeded(_) => KmsError::client(
+                "LimitExceededException",
+                format!(
+                    "The request was rejected because the number of KMS keys in account {} and Region {} would exceed the quota of {}.",
+                    caller.account_id, caller.region, kms.max_keys
+                ),
+            ),
+            other => storage_error(other),
+        })?;
+    Ok(json!({ "KeyMetadata": metadata(&record) }))
+}
+
+/// `CurrentKeyMaterialId`: 64 hex characters naming a key's material version.
+fn material_id(arn: &str, version: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{arn}/material/{version}").as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A stored key's `KeyMetadata`.
+pub(super) fn metadata(k: &KeyRecord) -> Value {
+    let state = KeyState::parse(&k.key_state).unwrap_or(KeyState::Disabled);
+    KeyMetadataView {
+        account_id: &k.account_id,
+        region: &k.region,
+        key_id: &k.key_id,
+        arn: &k.arn,
+        creation_date: model::epoch_seconds_from_millis(k.creation_date_ms),
+        state,
+        description: &k.description,
+        key_usage: KeyUsage::parse(&k.key_usage).unwrap_or(KeyUsage::EncryptDecrypt),
+        key_spec: KeySpec::parse(&k.key_spec).unwrap_or(KeySpec::SymmetricDefault),
+        origin: Origin::parse(&k.origin).unwrap_or(Origin::AwsKms),
+        deletion_date: k.deletion_date_ms.map(model::epoch_seconds_from_millis),
+        pending_deletion_window_days: k.pending_window_days,
+        custom_key_store_id: k.custom_key_store_id.as_deref(),
+        cloud_hsm_cluster_id: None,
+        xks_key_id: k.xks_key_id.as_deref(),
+        multi_region: k.multi_region,
+        current_key_material_id: k.material_id.as_deref(),
+        expiration_model: None,
+        valid_to: None,
+    }
+    .key_metadata_json()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct KeyIdInput {
+    key_id: Option<String>,
+    #[allow(dead_code)]
+    grant_tokens: Option<Vec<String>>,
+}
+
+/// The `KeyId` member: required, 1..2048 characters.
+pub(super) fn required_key_id(key_id: Option<&str>) -> Result<&str, KmsError> {
+    let mut v = Violations::new();
+    match key_id {
+        None => v.add("null", "keyId", "Member must not be null"),
+        Some(k) => v.length(k, "keyId", 1, 2048),
+    }
+    v.finish()?;
+    Ok(key_id.unwrap_or_default())
+}
+
+pub(super) fn describe_key(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+) -> Result<Value, KmsError> {
+    let key_id = required_key_id(input.key_id.as_deref())?;
+    let key = kms.find_key(caller, key_id, KeyRef::KeyOrAlias)?;
+    Ok(json!({ "KeyMetadata": metadata(&key) }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct ListInput {
+    limit: Option<i64>,
+    marker: Option<String>,
+}
+
+pub(super) fn list_keys(kms: &Kms, caller: &Caller, input: ListInput) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    let limit = paging(&mut v, input.limit, input.marker.as_deref());
+    v.finish()?;
+    let page = kms
+        .storage
+        .list_keys(
+            &caller.account_id,
+            &caller.region,
+            input.marker.as_deref(),
+            limit,
+        )
+        .map_err(|e| match e {
+            crate::storage::StorageError::NotFound => {
+                KmsError::client("InvalidMarkerException", "The marker is not valid.")
+            }
+            other => storage_error(other),
+        })?;
+    let keys: Vec<Value> = page
+        .items
+        .iter()
+        .map(|k| json!({"KeyId": k.key_id, "KeyArn": k.arn}))
+        .collect();
+    let mut out = json!({"Keys": keys, "Truncated": page.next_marker.is_some()});
+    if let Some(m) = page.next_marker {
+        out["NextMarker"] = json!(m);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct UpdateDescriptionInput {
+    key_id: Option<String>,
+    description: Option<String>,
+}
+
+/// The key must not be pending deletion for management changes.
+fn require_not_pending_deletion(key: &KeyRecord) -> Result<(), KmsError> {
+    if key.key_state == KEY_STATE_PENDING_DELETION {
+        return Err(KmsError::invalid_state(format!(
+            "{} is pending deletion.",
+            key.arn
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn update_key_description(
+    kms: &Kms,
+    caller: &Caller,
+    input: UpdateDescriptionInput,
+) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    match &input.description {
+        None => v.add("null", "description", "Member must not be null"),
+        Some(d) => v.length(d, "description", 0, 8192),
+    }
+    let key_id = required_key_id(input.key_id.as_deref());
+    v.finish()?;
+    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
+    require_not_pending_deletion(&key)?;
+    key.description = input.description.unwrap_or_default();
+    kms.storage.update_key(&key).map_err(storage_error)?;
+    Ok(json!({}))
+}
+
+pub(super) fn set_enabled(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+    enable: bool,
+) -> Result<Value, KmsError> {
+    let key_id = required_key_id(input.key_id.as_deref())?;
+    let mut key = kms.find_key(caller, key_id, KeyRef::KeyOnly)?;
+    match KeyState::parse(&key.key_state) {
+        Some(KeyState::Enabled | KeyState::Disabled) => {}
+        Some(KeyState::PendingDeletion) => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is pending deletion.",
+                key.arn
+            )));
+        }
+        Some(KeyState::PendingImport) => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is pending import.",
+                key.arn
+            )));
+        }
+        _ => {
+            return Err(KmsError::invalid_state(format!(
+                "{} is {}.",
+                key.arn, key.key_state
+            )));
+        }
+    }
+    key.key_state = if enable {
+        KeyState::Enabled
+    } else {
+        KeyState::Disabled
+    }
+    .as_str()
+    .to_owned();
+    kms.storage.update_key(&key).map_err(storage_error)?;
+    Ok(json!({}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct ScheduleInput {
+    key_id: Option<String>,
+    pending_window_in_days: Option<i64>,
+}
+
+pub(super) fn schedule_key_deletion(
+    kms: &Kms,
+    caller: &Caller,
+    input: ScheduleInput,
+) -> Result<Value, KmsError> {
+    let mut v = Violations::new();
+    if let Some(d) = input.pending_window_in_days {
+        v.range(d, "pendingWindowInDays", 1, 365);
+    }
+    let key_id = required_key_id(input.key_id.as_deref());
+    v.finish()?;
+    let days = input.pending_window_in_days.unwrap_or(30);
+    if !(7..=30).contains(&days) {
+        return Err(KmsError::validation(
+            "PendingWindowInDays must be between 7 and 30 days.",
+        ));
+    }
+    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
+    require_not_pending_deletion(&key)?;
+    let deletion = kms.clock.now_ms() + days * 86_400_000;
+    key.key_state = KEY_STATE_PENDING_DELETION.to_owned();
+    key.deletion_date_ms = Some(deletion);
+    key.pending_window_days = u32::try_from(days).ok();
+    kms.storage.update_key(&key).map_err(storage_error)?;
+    Ok(json!({
+        "KeyId": key.arn,
+        "DeletionDate": model::epoch_seconds_from_millis(deletion),
+        "KeyState": KEY_STATE_PENDING_DELETION,
+        "PendingWindowInDays": days,
+    }))
+}
+
+pub(super) fn cancel_key_deletion(
+    kms: &Kms,
+    caller: &Caller,
+    input: KeyIdInput,
+) -> Result<Value, KmsError> {
+    let key_id = required_key_id(input.key_id.as_deref())?;
+    let mut key = kms.find_key(caller, key_id, KeyRef::KeyOnly)?;
+    if key.key_state != KEY_STATE_PENDING_DELETION {
+        return Err(KmsError::invalid_state(format!(
+            "{} is not pending deletion (current KeyState: {}).",
+            key.arn, key.key_state
+        )));
+    }
+    // AWS puts a key whose deletion is cancelled into Disabled.
+    key.key_state = if key.sealed_material.is_some() || key.origin != Origin::External.as_str() {
+        KeyState::Disabled
+    } else {
+        KeyState::PendingImport
+    }
+    .as_str()
+    .to_owned();
+    key.deletion_date_ms = None;
+    key.pending_window_days = None;
+    kms.storage.update_key(&key).map_err(storage_error)?;
+    Ok(json!({"KeyId": key.arn}))
+}

@@ -1,0 +1,169 @@
+//! The KMS service behind the wire: operation dispatch, key lookup by id, ARN or alias, key
+//! state rules, and the mapping of storage errors (in [`storage_error`], the only place).
+
+use std::sync::Arc;
+
+use crate::auth::{Caller, Callers};
+use crate::clock::Clock;
+use crate::protocol::KmsError;
+use crate::storage::{KEY_STATE_PENDING_DELETION, KeyRecord, Storage, StorageError};
+
+/// Everything the operations need.
+#[derive(Debug)]
+pub struct Kms {
+    /// Key and alias storage.
+    pub storage: Arc<dyn Storage>,
+    /// The root key sealing key material.
+    pub root: root_key::RootKey,
+    /// Configured callers (also the principals key policies may name).
+    pub callers: Callers,
+    /// The service clock.
+    pub clock: Clock,
+    /// KMS keys per account and Region.
+    pub max_keys: u64,
+}
+
+/// Maps a storage error to the KMS error callers see. The only such mapping.
+pub fn storage_error(e: StorageError) -> KmsError {
+    match e {
+        StorageError::NotFound => KmsError::not_found("The requested resource was not found."),
+        StorageError::AlreadyExists(what) => {
+            KmsError::client("AlreadyExistsException", format!("{what} already exists"))
+        }
+        StorageError::LimitExceeded(what) => KmsError::client("LimitExceededException", what),
+        StorageError::XksKeyInUse => KmsError::client(
+            "XksKeyAlreadyInUseException",
+            "The external key is already associated with a KMS key in this external key store.",
+        ),
+        StorageError::Conflict(what) => KmsError::client("ConflictException", what),
+        StorageError::Backend(what) => KmsError::internal(format!("storage: {what}")),
+    }
+}
+
+/// Which forms of key reference an operation accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRef {
+    /// Key id or key ARN only.
+    KeyOnly,
+    /// Key id, key ARN, alias name or alias ARN.
+    KeyOrAlias,
+}
+
+impl Kms {
+    /// Runs one operation for an authenticated caller.
+    pub fn handle(
+        &self,
+        operation: &str,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Result<serde_json::Value, KmsError> {
+        self.sweep_deletions();
+        crate::ops::dispatch(self, operation, caller, body)
+    }
+
+    /// Deletes keys whose deletion window has ended.
+    pub fn sweep_deletions(&self) {
+        let now = self.clock.now_ms();
+        if let Ok(due) = self.storage.keys_due_for_deletion(now) {
+            for (account, region, key_id) in due {
+                if let Err(e) = self.storage.delete_key(&account, &region, &key_id) {
+                    tracing::warn!(%key_id, error = %e, "could not delete a key whose deletion window ended");
+                } else {
+                    tracing::info!(%account, %region, %key_id, "key deleted: its deletion window ended");
+                }
+            }
+        }
+    }
+
+    /// Finds a key by the reference a caller gave.
+    pub fn find_key(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        accepts: KeyRef,
+    ) -> Result<KeyRecord, KmsError> {
+        let not_found = |what: &str| KmsError::not_found(format!("{what} is not found."));
+        let key_id = if let Some(rest) = reference.strip_prefix("arn:") {
+            // arn:<partition>:kms:<region>:<account>:key/<id> or ...:alias/<name>
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            if parts.len() != 5 || parts[1] != "kms" {
+                return Err(KmsError::not_found(format!("Invalid arn {reference}")));
+            }
+            if parts[2] != caller.region
+                || parts[3] != caller.account_id
+                || parts[0] != caller.partition
+            {
+                return Err(not_found(reference));
+            }
+            if let Some(id) = parts[4].strip_prefix("key/") {
+                id.to_owned()
+            } else if let Some(alias) = parts[4].strip_prefix("alias/") {
+                if accepts == KeyRef::KeyOnly {
+                    return Err(not_found(reference));
+                }
+                self.alias_target(caller, &format!("alias/{alias}"))
+                    .ok_or_else(|| not_found(reference))?
+            } else {
+                return Err(KmsError::not_found(format!("Invalid arn {reference}")));
+            }
+        } else if reference.starts_with("alias/") {
+            if accepts == KeyRef::KeyOnly {
+                return Err(not_found(reference));
+            }
+            self.alias_target(caller, reference).ok_or_else(|| {
+                KmsError::not_found(format!(
+                    "Alias {} is not found.",
+                    self.alias_arn(caller, reference)
+                ))
+            })?
+        } else {
+            reference.to_owned()
+        };
+        let key = self
+            .storage
+            .get_key(&caller.account_id, &caller.region, &key_id)
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                KmsError::not_found(format!(
+                    "Key '{}' does not exist",
+                    crate::model::key_arn(
+                        caller.partition,
+                        &caller.region,
+                        &caller.account_id,
+                        &key_id
+                    )
+                ))
+            })?;
+        // A key whose deletion window has ended is gone, even before the sweeper runs.
+        if key.key_state == KEY_STATE_PENDING_DELETION
+            && key
+                .deletion_date_ms
+                .is_some_and(|d| d <= self.clock.now_ms())
+        {
+            let _ = self
+                .storage
+                .delete_key(&key.account_id, &key.region, &key.key_id);
+            return Err(KmsError::not_found(format!(
+                "Key '{}' does not exist",
+                key.arn
+            )));
+        }
+        Ok(key)
+    }
+
+    fn alias_target(&self, caller: &Caller, alias: &str) -> Option<String> {
+        self.storage
+            .get_alias(&caller.account_id, &caller.region, alias)
+            .ok()
+            .flatten()
+            .map(|a| a.target_key_id)
+    }
+
+    /// The ARN of an alias.
+    pub fn alias_arn(&self, caller: &Caller, alias: &str) -> String {
+        format!(
+            "arn:{}:kms:{}:{}:{alias}",
+            caller.partition, caller.region, caller.account_id
+        )
+    }
+}

@@ -1,0 +1,252 @@
+//! Storage of KMS keys (metadata and sealed key material), aliases and tags, per account and
+//! region.
+//!
+//! [`Storage`] is the contract; [`SqliteStorage`] is the embedded default (one SQLite file in
+//! WAL mode, `synchronous = FULL`); a PostgreSQL backend can implement the same trait later.
+//!
+//! Rules every backend keeps:
+//! - Uniqueness (key ids, alias names, tag keys of a key, the external key of a custom key
+//!   store) and the per-region key limit are enforced by the database, inside transactions,
+//!   never by process memory: several processes may share one database.
+//! - Every write is one transaction: it happens entirely or not at all, and is durable once
+//!   the call returns `Ok`.
+//! - Key material arrives sealed by the caller and is stored as opaque bytes; nothing here
+//!   prints it ([`KeyRecord`]'s `Debug` shows its length only).
+//! - Listing markers are opaque strings produced by the backend; a marker is only meaningful
+//!   to the same listing (same account, region and filter) that produced it.
+//!
+//! The trait is synchronous: async callers run it in `tokio::task::spawn_blocking`.
+
+use std::fmt;
+
+mod sqlite;
+
+pub use sqlite::SqliteStorage;
+
+#[cfg(test)]
+mod tests;
+
+/// The key state string ([`KeyRecord::key_state`]) of a key scheduled for deletion, as KMS
+/// spells it. [`Storage::keys_due_for_deletion`] looks for this value.
+pub const KEY_STATE_PENDING_DELETION: &str = "PendingDeletion";
+
+/// A KMS key as stored: its metadata, its sealed key material (if any) and its tags.
+///
+/// The immutable fields (everything but `description`, `key_state`, `deletion_date_ms`,
+/// `pending_window_days`, `policy`, `sealed_material`, `material_id` and `tags`) are written
+/// by [`Storage::create_key`] only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The owning AWS account id.
+    pub account_id: String,
+    /// The AWS region the key lives in.
+    pub region: String,
+    /// The key id (a UUID, or `mrk-…` for multi-Region keys); unique in (account, region).
+    pub key_id: String,
+    /// The key ARN.
+    pub arn: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub creation_date_ms: i64,
+    /// The key description (may be empty).
+    pub description: String,
+    /// The key spec (`SYMMETRIC_DEFAULT`, `RSA_2048`, …).
+    pub key_spec: String,
+    /// The key usage (`ENCRYPT_DECRYPT`, `SIGN_VERIFY`, …).
+    pub key_usage: String,
+    /// The origin (`AWS_KMS`, `EXTERNAL`, `EXTERNAL_KEY_STORE`, …).
+    pub origin: String,
+    /// The key state (`Enabled`, `Disabled`, [`KEY_STATE_PENDING_DELETION`], …).
+    pub key_state: String,
+    /// When a key in `PendingDeletion` is due to be deleted, milliseconds since the Unix epoch.
+    pub deletion_date_ms: Option<i64>,
+    /// The waiting period, in days, of a key in `PendingDeletion`.
+    pub pending_window_days: Option<u32>,
+    /// Whether this is a multi-Region key.
+    pub multi_region: bool,
+    /// The custom key store (`cks-…`) of a key in an external key store.
+    pub custom_key_store_id: Option<String>,
+    /// The external key id in the external key store; unique within one custom key store.
+    pub xks_key_id: Option<String>,
+    /// The key policy document (JSON text).
+    pub policy: String,
+    /// The key material, sealed by the caller; opaque here and never printed.
+    pub sealed_material: Option<Vec<u8>>,
+    /// An identifier of the current key material (for imported or rotated material).
+    pub material_id: Option<String>,
+    /// The tags, as (tag key, tag value), in insertion order; tag keys are unique.
+    pub tags: Vec<(String, String)>,
+}
+
+impl fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("account_id", &self.account_id)
+            .field("region", &self.region)
+            .field("key_id", &self.key_id)
+            .field("arn", &self.arn)
+            .field("creation_date_ms", &self.creation_date_ms)
+            .field("description", &self.description)
+            .field("key_spec", &self.key_spec)
+            .field("key_usage", &self.key_usage)
+            .field("origin", &self.origin)
+            .field("key_state", &self.key_state)
+            .field("deletion_date_ms", &self.deletion_date_ms)
+            .field("pending_window_days", &self.pending_window_days)
+            .field("multi_region", &self.multi_region)
+            .field("custom_key_store_id", &self.custom_key_store_id)
+            .field("xks_key_id", &self.xks_key_id)
+            .field("policy", &self.policy)
+            .field(
+                "sealed_material",
+                &self
+                    .sealed_material
+                    .as_ref()
+                    .map(|m| format!("<{} bytes>", m.len())),
+            )
+            .field("material_id", &self.material_id)
+            .field("tags", &self.tags)
+            .finish()
+    }
+}
+
+/// An alias (`alias/…`) of a KMS key in one account and region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    /// The owning AWS account id.
+    pub account_id: String,
+    /// The AWS region.
+    pub region: String,
+    /// The alias name, `alias/` prefix included; unique in (account, region).
+    pub alias_name: String,
+    /// The key id (not ARN) of the key the alias points at, in the same account and region.
+    pub target_key_id: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub creation_date_ms: i64,
+    /// Last time the alias was created or re-pointed, milliseconds since the Unix epoch.
+    pub last_updated_ms: i64,
+}
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageError {
+    /// The key or alias does not exist (for alias writes: or its target key does not).
+    #[error("not found")]
+    NotFound,
+    /// A key with this id or an alias with this name already exists; the payload says which.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// A quota was reached (the number of keys in an account and region); the payload says which.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// Another key of the same custom key store (in any state, `PendingDeletion` included)
+    /// already uses this external key.
+    #[error("the external key is already associated with a KMS key in this custom key store")]
+    XksKeyInUse,
+    /// The write contradicts the stored state or itself (for example a repeated tag key).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed (I/O, corruption, a newer schema, contention past the timeouts…).
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items of this page, in listing order.
+    pub items: Vec<T>,
+    /// The marker to pass to get the next page; `None` when this is the last page.
+    pub next_marker: Option<String>,
+}
+
+/// The storage contract of the front end. Implementations are shared between threads; every
+/// method is blocking and atomic (one transaction).
+///
+/// Listing `limit`s are the caller's (KMS allows 1..=1000); a `limit` of 0 is treated as 1.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Inserts a new key, with its tags. Atomically: fails with
+    /// [`StorageError::LimitExceeded`] if the (account, region) already has `max_keys` keys (in
+    /// any state), with [`StorageError::AlreadyExists`] if the key id is taken in the
+    /// (account, region), with [`StorageError::XksKeyInUse`] if another key of the same
+    /// custom key store (same account, region and `custom_key_store_id`; any state,
+    /// `PendingDeletion` included) has the same `xks_key_id`, and with
+    /// [`StorageError::Conflict`] if a tag key repeats.
+    fn create_key(&self, key: &KeyRecord, max_keys: u64) -> Result<(), StorageError>;
+
+    /// The key `key_id` of the account and region, with its tags, if it exists.
+    fn get_key(
+        &self,
+        account_id: &str,
+        region: &str,
+        key_id: &str,
+    ) -> Result<Option<KeyRecord>, StorageError>;
+
+    /// Replaces a key's mutable fields (`description`, `key_state`, `deletion_date_ms`,
+    /// `pending_window_days`, `policy`, `sealed_material`, `material_id`, `tags`); the other
+    /// fields of `key` are ignored. [`StorageError::NotFound`] if the key does not exist,
+    /// [`StorageError::Conflict`] if a tag key repeats (nothing is changed then).
+    fn update_key(&self, key: &KeyRecord) -> Result<(), StorageError>;
+
+    /// Deletes a key, its aliases and its tags (the key's `xks_key_id` becomes free again).
+    /// [`StorageError::NotFound`] if the key does not exist.
+    fn delete_key(&self, account_id: &str, region: &str, key_id: &str) -> Result<(), StorageError>;
+
+    /// Keys of an account and region ordered by key id, after `marker` (exclusive; a marker
+    /// from a previous page of this listing), at most `limit` of them.
+    fn list_keys(
+        &self,
+        account_id: &str,
+        region: &str,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<KeyRecord>, StorageError>;
+
+    /// Creates an alias. [`StorageError::AlreadyExists`] if the name exists in the (account,
+    /// region); [`StorageError::NotFound`] if the target key does not exist there.
+    fn create_alias(&self, alias: &AliasRecord) -> Result<(), StorageError>;
+
+    /// The alias `alias_name` of the account and region, if it exists.
+    fn get_alias(
+        &self,
+        account_id: &str,
+        region: &str,
+        alias_name: &str,
+    ) -> Result<Option<AliasRecord>, StorageError>;
+
+    /// Points an existing alias at `target_key_id` and sets its last-updated time to `now_ms`.
+    /// [`StorageError::NotFound`] if the alias or the target key does not exist.
+    fn update_alias(
+        &self,
+        account_id: &str,
+        region: &str,
+        alias_name: &str,
+        target_key_id: &str,
+        now_ms: i64,
+    ) -> Result<(), StorageError>;
+
+    /// Deletes an alias. [`StorageError::NotFound`] if it does not exist.
+    fn delete_alias(
+        &self,
+        account_id: &str,
+        region: &str,
+        alias_name: &str,
+    ) -> Result<(), StorageError>;
+
+    /// Aliases of an account and region ordered by name, optionally only those pointing at
+    /// `key_id`, after `marker` (exclusive), at most `limit` of them.
+    fn list_aliases(
+        &self,
+        account_id: &str,
+        region: &str,
+        key_id: Option<&str>,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<AliasRecord>, StorageError>;
+
+    /// Keys in [`KEY_STATE_PENDING_DELETION`] whose `deletion_date_ms <= now_ms`, across all
+    /// accounts and regions, as (account, region, key id), earliest deletion date first.
+    fn keys_due_for_deletion(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, String)>, StorageError>;
+}
