@@ -26,7 +26,7 @@ pub fn bin(name: &str) -> PathBuf {
     assert!(
         p.exists(),
         "{} is not built. Run the README's test command (scripts/test), which builds the \
-         binaries with the test hooks first, or: cargo build --workspace --bins --features xks-proxy/test-hooks (which builds xks-proxy-test)",
+         binaries with the test hooks first, or: cargo build --workspace --bins --features xks-proxy/test-hooks,kms-frontend/test-hooks",
         p.display()
     );
     p

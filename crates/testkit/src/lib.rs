@@ -3,6 +3,7 @@
 //! - [`bins`]: where the workspace's built binaries are;
 //! - [`pki`]: a test CA and certificates written to disk;
 //! - [`proxy`]: an `xks-proxy` process with a generated config, keys and credentials;
+//! - [`frontend`]: a `kms-frontend` process with accounts and principals, driven by boto3 and the AWS CLI;
 //! - [`client`]: an HTTPS client that signs XKS requests with SigV4 (via `aws-sigv4`);
 //! - [`xks`]: request bodies for the four XKS operations.
 //!
@@ -10,6 +11,7 @@
 
 pub mod bins;
 pub mod client;
+pub mod frontend;
 pub mod pki;
 pub mod proxy;
 pub mod xks;
