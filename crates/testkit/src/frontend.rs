@@ -154,16 +154,27 @@ impl RunningFrontend {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.strip_prefix("kms-frontend listening on ") {
-                    let _ = tx.send(rest.rsplit(':').next().and_then(|p| p.trim().parse::<u16>().ok()));
+                    let _ = tx.send(
+                        rest.rsplit(':')
+                            .next()
+                            .and_then(|p| p.trim().parse::<u16>().ok()),
+                    );
                 }
             }
             let _ = tx.send(None);
         });
         let port = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(Some(p)) => p,
-            _ => panic!("kms-frontend did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default()),
+            _ => panic!(
+                "kms-frontend did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            ),
         };
-        Self { fixture, child, port }
+        Self {
+            fixture,
+            child,
+            port,
+        }
     }
 
     /// `https://localhost:<port>`.
@@ -188,7 +199,10 @@ impl RunningFrontend {
             ("AWS_SECRET_ACCESS_KEY".into(), p.secret.clone()),
             ("AWS_DEFAULT_REGION".into(), region.into()),
             ("AWS_REGION".into(), region.into()),
-            ("AWS_CA_BUNDLE".into(), self.fixture.pki.ca_pem.display().to_string()),
+            (
+                "AWS_CA_BUNDLE".into(),
+                self.fixture.pki.ca_pem.display().to_string(),
+            ),
             ("AWS_ENDPOINT_URL_KMS".into(), self.endpoint()),
             ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
             ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
@@ -198,17 +212,25 @@ impl RunningFrontend {
     }
 
     /// Runs a Python (boto3) script as `p` in `region`; its stdout must be one JSON value.
-    pub fn boto3(&self, p: &TestPrincipal, region: &str, script: &str, args: &[&str]) -> serde_json::Value {
+    pub fn boto3(
+        &self,
+        p: &TestPrincipal,
+        region: &str,
+        script: &str,
+        args: &[&str],
+    ) -> serde_json::Value {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("script.py");
-        let prelude = "import json, sys, boto3, botocore\nfrom botocore.config import Config\nkms = boto3.client('kms', config=Config(retries={'max_attempts': 1}))\n\ndef call(op, **kw):\n    try:\n        r = getattr(kms, op)(**kw)\n        r.pop('ResponseMetadata', None)\n        return {'ok': r}\n    except botocore.exceptions.ClientError as e:\n        return {'error': e.response['Error'].get('Code'), 'message': e.response['Error'].get('Message'), 'status': e.response['ResponseMetadata'].get('HTTPStatusCode')}\n\n";
+        let prelude = "import json, sys, boto3, botocore\nfrom botocore.config import Config\nkms = boto3.client('kms', config=Config(retries={'max_attempts': 1}, parameter_validation=False))\n\ndef call(op, **kw):\n    try:\n        r = getattr(kms, op)(**kw)\n        r.pop('ResponseMetadata', None)\n        return {'ok': r}\n    except botocore.exceptions.ClientError as e:\n        return {'error': e.response['Error'].get('Code'), 'message': e.response['Error'].get('Message'), 'status': e.response['ResponseMetadata'].get('HTTPStatusCode')}\n\n";
         std::fs::write(&path, format!("{prelude}{script}")).expect("write script");
         let mut c = Command::new("python3");
         c.arg(&path).args(args);
         for (k, v) in self.client_env(p, region) {
             c.env(k, v);
         }
-        let out = c.output().expect("python3 (with boto3) must be installed; the README's test command installs it");
+        let out = c.output().expect(
+            "python3 (with boto3) must be installed; the README's test command installs it",
+        );
         assert!(
             out.status.success(),
             "boto3 script failed:\n{}\n--- server log ---\n{}",
@@ -216,14 +238,19 @@ impl RunningFrontend {
             self.logs()
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("boto3 script printed no JSON ({e}):\n{}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "boto3 script printed no JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     }
 
     /// Runs the AWS CLI (`aws kms <args>`) as `p` in `region`.
     pub fn aws_cli(&self, p: &TestPrincipal, region: &str, args: &[&str]) -> Output {
         let mut c = Command::new("aws");
-        c.arg("kms").args(args).args(["--endpoint-url", &self.endpoint(), "--output", "json"]);
+        c.arg("kms")
+            .args(args)
+            .args(["--endpoint-url", &self.endpoint(), "--output", "json"]);
         for (k, v) in self.client_env(p, region) {
             c.env(k, v);
         }
