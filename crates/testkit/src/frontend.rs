@@ -163,12 +163,11 @@ impl RunningFrontend {
             }
             let _ = tx.send(None);
         });
-        let port = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Some(p)) => p,
-            _ => panic!(
+        let Ok(Some(port)) = rx.recv_timeout(Duration::from_secs(30)) else {
+            panic!(
                 "kms-frontend did not start:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
-            ),
+            )
         };
         Self {
             fixture,
