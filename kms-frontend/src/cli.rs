@@ -23,6 +23,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create a local setup (CA, certificate, root key, account, development credential).
     Init(ServeArgs),
+    /// Validate everything a start would: the config, secrets, root key, TLS files and the
+    /// database.
+    CheckConfig(ServeArgs),
 }
 
 /// `serve` / `init` arguments.
@@ -128,12 +131,51 @@ Try it with the AWS CLI:
     ))
 }
 
+fn check_config(args: &ServeArgs) -> std::process::ExitCode {
+    let path = args
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("KMS_FRONTEND_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| home().join("config.toml"));
+    let result = FrontendConfig::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| {
+            if let Some((chain, key)) = &cfg.tls {
+                service_tls::server::load_server_config(&service_tls::server::ServerTlsFiles {
+                    cert_chain: chain.clone(),
+                    private_key: key.clone(),
+                    client_auth: None,
+                })
+                .map_err(|e| format!("TLS: {e}"))?;
+            }
+            crate::run::build(&cfg).map_err(|e| e.to_string())?;
+            let principals: usize = cfg.accounts.iter().map(|a| a.principals.len()).sum();
+            Ok(format!(
+                "config {} is valid: {} account(s), {principals} principal(s), database {}",
+                path.display(),
+                cfg.accounts.len(),
+                cfg.storage_path.display()
+            ))
+        });
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kms-frontend: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The whole program.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let (args, serve) = match cli.command {
         Command::Serve(a) => (a, true),
         Command::Init(a) => (a, false),
+        Command::CheckConfig(a) => return check_config(&a),
     };
     let explicit = args
         .config

@@ -1,0 +1,64 @@
+//! The documented front-end example config passes `check-config`; problems are reported
+//! together.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+fn write_private(path: &std::path::Path, text: &str) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+#[test]
+fn the_example_config_in_deploy_passes_check_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::copy(
+        testkit::bins::workspace_root().join("deploy/kms-frontend.example.toml"),
+        &cfg,
+    )
+    .expect("copy");
+    testkit::pki::TestPki::create(&dir.path().join("tls"));
+    write_private(
+        &dir.path().join("secrets/root.key"),
+        &testkit::random_secret(),
+    );
+    write_private(
+        &dir.path().join("secrets/alice.secret"),
+        &testkit::random_secret(),
+    );
+    let bin = testkit::bins::bin("kms-frontend-test");
+    let out = Command::new(&bin)
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .env("KMS_FRONTEND_APP_SECRET", testkit::random_secret())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 account(s), 2 principal(s)"));
+    // Without the variable the second principal names, the config is refused, saying why,
+    // along with every other problem.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        std::fs::read_to_string(&cfg)
+            .expect("read")
+            .replace("id = \"111122223333\"", "id = \"1234\""),
+    )
+    .expect("write");
+    let out = Command::new(&bin)
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("bad.toml"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KMS_FRONTEND_APP_SECRET") && err.contains("12 digits"),
+        "{err}"
+    );
+}
