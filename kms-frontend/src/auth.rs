@@ -24,6 +24,8 @@ pub struct Caller {
     pub region: String,
     /// `aws`, `aws-cn` or `aws-us-gov`.
     pub partition: &'static str,
+    /// The request id (`x-amzn-RequestId`), also sent to XKS proxies as `kmsRequestId`.
+    pub request_id: String,
 }
 
 #[derive(Debug)]
@@ -150,6 +152,7 @@ impl Callers {
             principal_arn: entry.principal_arn.clone(),
             partition: partition_for_region(&region),
             region,
+            request_id: String::new(),
         })
     }
 }

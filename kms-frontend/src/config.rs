@@ -54,6 +54,20 @@ struct Raw {
     logging: RawLogging,
     #[serde(default)]
     accounts: Vec<RawAccount>,
+    #[serde(default)]
+    xks: RawXks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXks {
+    trusted_ca_bundle: Option<PathBuf>,
+    #[serde(default)]
+    resolve: std::collections::BTreeMap<String, String>,
+    client_certificate_chain: Option<PathBuf>,
+    client_private_key: Option<PathBuf>,
+    timeout_ms: Option<u64>,
+    health_check_interval_seconds: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +149,23 @@ pub struct FrontendConfig {
     pub log_level: String,
     /// Accounts and their principals.
     pub accounts: Vec<Account>,
+    /// How the front end reaches XKS proxies.
+    pub xks: XksSettings,
+}
+
+/// How the front end reaches XKS proxies.
+#[derive(Debug, Clone)]
+pub struct XksSettings {
+    /// PEM bundle of the CAs proxy certificates must chain to (None: the public web PKI).
+    pub trusted_ca_bundle: Option<PathBuf>,
+    /// Host name → socket address overrides (like curl --resolve); TLS still verifies the name.
+    pub resolve: Vec<(String, SocketAddr)>,
+    /// Client certificate chain and key for proxies that require mTLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Budget of one proxy call (KMS: 250 ms).
+    pub timeout: std::time::Duration,
+    /// How often CONNECTED stores are health-checked.
+    pub health_check_interval: std::time::Duration,
 }
 
 /// An AWS account served by this front end.
@@ -297,6 +328,34 @@ impl FrontendConfig {
                 principals,
             });
         }
+        let mut resolve_map = Vec::new();
+        for (host, addr) in &raw.xks.resolve {
+            match addr.parse::<SocketAddr>() {
+                Ok(a) => resolve_map.push((host.clone(), a)),
+                Err(_) => problems.push(format!(
+                    "xks.resolve.{host}: '{addr}' is not an address like 127.0.0.1:8443"
+                )),
+            }
+        }
+        let client_identity = match (&raw.xks.client_certificate_chain, &raw.xks.client_private_key) {
+            (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
+            (None, None) => None,
+            _ => {
+                problems.push(
+                    "xks: set both client_certificate_chain and client_private_key, or neither".into(),
+                );
+                None
+            }
+        };
+        let xks = XksSettings {
+            trusted_ca_bundle: raw.xks.trusted_ca_bundle.as_deref().map(resolve),
+            resolve: resolve_map,
+            client_identity,
+            timeout: std::time::Duration::from_millis(raw.xks.timeout_ms.unwrap_or(250)),
+            health_check_interval: std::time::Duration::from_secs(
+                raw.xks.health_check_interval_seconds.unwrap_or(60).max(1),
+            ),
+        };
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -315,6 +374,7 @@ impl FrontendConfig {
                 .unwrap_or(defaults::MAX_KEYS_PER_REGION),
             log_level: raw.logging.level.unwrap_or_else(|| "info".into()),
             accounts,
+            xks,
         })
     }
 }

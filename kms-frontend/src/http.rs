@@ -42,7 +42,7 @@ async fn dispatch(State(kms): State<Arc<Kms>>, req: Request) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut operation = String::from("-");
     let mut account = String::from("-");
-    let result = handle(&kms, req, &mut operation, &mut account).await;
+    let result = handle(&kms, req, &request_id, &mut operation, &mut account).await;
     let (response, error) = match result {
         Ok(body) => (protocol::ok(&body, &request_id), None),
         Err(e) => {
@@ -68,6 +68,7 @@ async fn dispatch(State(kms): State<Arc<Kms>>, req: Request) -> Response {
 async fn handle(
     kms: &Arc<Kms>,
     req: Request,
+    request_id: &str,
     operation: &mut String,
     account: &mut String,
 ) -> Result<serde_json::Value, KmsError> {
@@ -77,9 +78,10 @@ async fn handle(
     }
     let auth = kms.callers.identify(&parts)?;
     let body = read_body(body, &parts.headers).await?;
-    let caller = kms
+    let mut caller = kms
         .callers
         .verify(&parts, &auth, &body, SystemTime::now())?;
+    caller.request_id = request_id.to_owned();
     *account = caller.account_id.clone();
     let op = parts
         .headers
