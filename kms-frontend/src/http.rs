@@ -94,7 +94,11 @@ async fn handle(
     let kms = kms.clone();
     tokio::task::spawn_blocking(move || kms.handle(&op, &caller, &body))
         .await
-        .map_err(|e| KmsError::internal(format!("the operation failed: {e}")))?
+        .map_err(|e| {
+            // Never echo panic text to callers; it is in the log.
+            tracing::error!(error = %e, "an operation failed unexpectedly");
+            KmsError::internal("An internal error occurred.")
+        })?
 }
 
 async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<Vec<u8>, KmsError> {

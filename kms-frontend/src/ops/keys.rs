@@ -85,7 +85,7 @@ pub(super) fn tag_rules(tags: &[(String, String)], existing: usize) -> Result<()
     }
     if tags
         .iter()
-        .any(|(k, _)| k.len() >= 4 && k[..4].eq_ignore_ascii_case("aws:"))
+        .any(|(k, _)| k.as_bytes().get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"aws:")))
     {
         return Err(KmsError::client(
             "TagException",
@@ -130,13 +130,8 @@ pub(super) fn create_key(
         );
     }
     if let Some(d) = &input.description {
+        // The model gives Description a length and no pattern.
         v.length(d, "description", 0, 8192);
-        v.pattern(
-            d,
-            "description",
-            latin1_text(d),
-            "[\\u0009\\u000A\\u000D\\u0020-\\u00FF]*",
-        );
     }
     let names = |all: &[&'static str]| all.to_vec();
     if let Some(u) = &input.key_usage {

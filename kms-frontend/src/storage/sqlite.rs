@@ -7,14 +7,24 @@
 //!   alias name) and (account, region, key id, tag key), and a UNIQUE index on (account,
 //!   region, custom key store, external key id). SQLite's NULLs are distinct in a UNIQUE
 //!   index, so keys without a custom key store or external key never collide.
-//! - Foreign keys tie aliases and tags to their key (`ON DELETE CASCADE`).
+//! - Custom key stores: primary key (account, region, id) and UNIQUE indexes on (account,
+//!   region, name), (account, region, endpoint, path) and (account, region, VPC endpoint
+//!   service name) (partial: only where the name is present).
+//! - Foreign keys tie aliases and tags to their key (`ON DELETE CASCADE`). Triggers tie keys
+//!   to their custom key store (a key's store must exist in its account and region; a store
+//!   holding keys cannot be deleted; a store's id cannot change): triggers rather than a
+//!   foreign key because SQLite cannot add a foreign key to the existing `keys` table of a
+//!   version-1 database without rebuilding it. The triggers run inside the writing
+//!   statement, so a key creation and a store deletion racing each other are serialized by
+//!   the write lock and the loser sees the winner's row.
 //! - Contention: each connection waits up to [`BUSY_TIMEOUT`] for locks, and an operation
 //!   that still meets `SQLITE_BUSY`/`SQLITE_LOCKED` is retried whole (a fresh transaction)
 //!   until [`RETRY_DEADLINE`]; only then is it reported as [`StorageError::Backend`].
 //! - Each [`SqliteStorage`] keeps up to [`MAX_IDLE_CONNECTIONS`] idle connections; callers
 //!   beyond that open short-lived ones.
 //! - The `schema_version` table records the schema; a database written by a newer version is
-//!   refused.
+//!   refused. Schemas are built by [`MIGRATIONS`], applied in order under the write lock: a
+//!   new database runs them all, an older one the missing ones, so both end up identical.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -25,10 +35,13 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 use rusqlite::{ffi, params};
 
-use super::{AliasRecord, KEY_STATE_PENDING_DELETION, KeyRecord, Page, Storage, StorageError};
+use super::{
+    AliasRecord, CONNECTION_STATE_CONNECTED, CustomKeyStoreRecord, KEY_STATE_PENDING_DELETION,
+    KeyRecord, Page, Storage, StorageError,
+};
 
 /// The schema version this code writes and understands.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// How long one SQLite call waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,8 +52,8 @@ const RETRY_DEADLINE: Duration = Duration::from_secs(20);
 /// Idle connections kept per [`SqliteStorage`].
 const MAX_IDLE_CONNECTIONS: usize = 4;
 
-/// The schema, version 1.
-const SCHEMA_V1: &str = "
+/// The schema, version 1 (keys, tags, aliases). Frozen: existing databases were built by it.
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE keys (
     account_id          TEXT    NOT NULL,
     region              TEXT    NOT NULL,
@@ -91,6 +104,80 @@ CREATE TABLE aliases (
 CREATE INDEX aliases_target ON aliases (account_id, region, target_key_id, alias_name);
 ";
 
+/// Version 1 → 2: external custom key stores, and the triggers tying keys to them. Existing
+/// keys are not checked (version 1 never stored keys in custom key stores).
+const SCHEMA_V2: &str = "
+CREATE TABLE custom_key_stores (
+    account_id                 TEXT    NOT NULL,
+    region                     TEXT    NOT NULL,
+    id                         TEXT    NOT NULL,
+    name                       TEXT    NOT NULL,
+    store_type                 TEXT    NOT NULL,
+    uri_endpoint               TEXT    NOT NULL,
+    uri_path                   TEXT    NOT NULL,
+    connectivity               TEXT    NOT NULL,
+    vpc_endpoint_service_name  TEXT,
+    vpc_endpoint_service_owner TEXT,
+    access_key_id              TEXT    NOT NULL,
+    sealed_secret              BLOB    NOT NULL,
+    connection_state           TEXT    NOT NULL,
+    connection_error_code      TEXT,
+    creation_date_ms           INTEGER NOT NULL,
+    PRIMARY KEY (account_id, region, id)
+);
+CREATE UNIQUE INDEX custom_key_stores_name
+    ON custom_key_stores (account_id, region, name);
+CREATE UNIQUE INDEX custom_key_stores_uri
+    ON custom_key_stores (account_id, region, uri_endpoint, uri_path);
+CREATE UNIQUE INDEX custom_key_stores_vpc_service
+    ON custom_key_stores (account_id, region, vpc_endpoint_service_name)
+    WHERE vpc_endpoint_service_name IS NOT NULL;
+CREATE INDEX custom_key_stores_created
+    ON custom_key_stores (account_id, region, creation_date_ms, id);
+CREATE INDEX custom_key_stores_state ON custom_key_stores (connection_state);
+CREATE TRIGGER keys_custom_key_store_insert BEFORE INSERT ON keys
+WHEN NEW.custom_key_store_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM custom_key_stores s
+    WHERE s.account_id = NEW.account_id AND s.region = NEW.region
+      AND s.id = NEW.custom_key_store_id)
+BEGIN
+    SELECT RAISE(ABORT, 'custom key store not found');
+END;
+CREATE TRIGGER keys_custom_key_store_update
+BEFORE UPDATE OF account_id, region, custom_key_store_id ON keys
+WHEN NEW.custom_key_store_id IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM custom_key_stores s
+    WHERE s.account_id = NEW.account_id AND s.region = NEW.region
+      AND s.id = NEW.custom_key_store_id)
+BEGIN
+    SELECT RAISE(ABORT, 'custom key store not found');
+END;
+CREATE TRIGGER custom_key_stores_delete BEFORE DELETE ON custom_key_stores
+WHEN EXISTS (
+    SELECT 1 FROM keys k
+    WHERE k.account_id = OLD.account_id AND k.region = OLD.region
+      AND k.custom_key_store_id = OLD.id)
+BEGIN
+    SELECT RAISE(ABORT, 'custom key store has keys');
+END;
+CREATE TRIGGER custom_key_stores_id_immutable
+BEFORE UPDATE OF account_id, region, id ON custom_key_stores
+WHEN NEW.account_id IS NOT OLD.account_id OR NEW.region IS NOT OLD.region
+    OR NEW.id IS NOT OLD.id
+BEGIN
+    SELECT RAISE(ABORT, 'custom key store id is immutable');
+END;
+";
+
+/// The schema migrations: (version reached, DDL), in order. A new database runs them all.
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
+
+/// The message of the trigger refusing a key whose custom key store does not exist.
+const TRIGGER_STORE_NOT_FOUND: &str = "custom key store not found";
+
+/// The message of the trigger refusing to delete a custom key store holding keys.
+const TRIGGER_STORE_HAS_KEYS: &str = "custom key store has keys";
+
 /// The columns of `keys`, in the order [`key_from_row`] reads them.
 const KEY_COLUMNS: &str = "account_id, region, key_id, arn, creation_date_ms, description, \
      key_spec, key_usage, origin, key_state, deletion_date_ms, pending_window_days, \
@@ -99,6 +186,11 @@ const KEY_COLUMNS: &str = "account_id, region, key_id, arn, creation_date_ms, de
 /// The columns of `aliases`, in the order [`alias_from_row`] reads them.
 const ALIAS_COLUMNS: &str =
     "account_id, region, alias_name, target_key_id, creation_date_ms, last_updated_ms";
+
+/// The columns of `custom_key_stores`, in the order [`store_from_row`] reads them.
+const STORE_COLUMNS: &str = "account_id, region, id, name, store_type, uri_endpoint, uri_path, \
+     connectivity, vpc_endpoint_service_name, vpc_endpoint_service_owner, access_key_id, \
+     sealed_secret, connection_state, connection_error_code, creation_date_ms";
 
 /// Why an attempt failed: a raw SQLite error (maybe retryable) or a final answer.
 #[derive(Debug)]
@@ -287,29 +379,32 @@ fn open_connection(path: &Path, init: bool) -> Result<Connection, Failure> {
 fn init_schema(conn: &mut Connection) -> Result<(), Failure> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);")?;
-    let version: Option<i64> =
-        tx.query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))?;
-    match version {
-        None => {
-            tx.execute_batch(SCHEMA_V1)?;
-            tx.execute(
-                "INSERT INTO schema_version (version) VALUES (?1)",
-                [SCHEMA_VERSION],
-            )?;
-        }
-        Some(v) if v == SCHEMA_VERSION => {}
-        Some(v) if v > SCHEMA_VERSION => {
-            return Err(StorageError::Backend(format!(
-                "database schema version {v} is newer than this program's ({SCHEMA_VERSION})"
-            ))
-            .into());
-        }
-        Some(v) => {
-            return Err(StorageError::Backend(format!(
-                "database schema version {v} is not supported (expected {SCHEMA_VERSION})"
-            ))
-            .into());
-        }
+    let version: i64 = tx
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })?
+        .unwrap_or(0);
+    if version == SCHEMA_VERSION {
+        return Ok(tx.commit()?);
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::Backend(format!(
+            "database schema version {version} is newer than this program's ({SCHEMA_VERSION})"
+        ))
+        .into());
+    }
+    if version < 0 {
+        return Err(StorageError::Backend(format!(
+            "database schema version {version} is not supported (expected {SCHEMA_VERSION})"
+        ))
+        .into());
+    }
+    for (reached, ddl) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+        tx.execute_batch(ddl)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [reached],
+        )?;
     }
     tx.commit()?;
     Ok(())
@@ -348,6 +443,122 @@ fn alias_from_row(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
         creation_date_ms: row.get(4)?,
         last_updated_ms: row.get(5)?,
     })
+}
+
+fn store_from_row(row: &Row<'_>) -> rusqlite::Result<CustomKeyStoreRecord> {
+    Ok(CustomKeyStoreRecord {
+        account_id: row.get(0)?,
+        region: row.get(1)?,
+        id: row.get(2)?,
+        name: row.get(3)?,
+        store_type: row.get(4)?,
+        uri_endpoint: row.get(5)?,
+        uri_path: row.get(6)?,
+        connectivity: row.get(7)?,
+        vpc_endpoint_service_name: row.get(8)?,
+        vpc_endpoint_service_owner: row.get(9)?,
+        access_key_id: row.get(10)?,
+        sealed_secret: row.get(11)?,
+        connection_state: row.get(12)?,
+        connection_error_code: row.get(13)?,
+        creation_date_ms: row.get(14)?,
+    })
+}
+
+/// Maps a failed write of `store` to `custom_key_stores`: a uniqueness violation becomes
+/// `AlreadyExists` of [`first_clash`]. SQLite reports whichever index it happened to check
+/// first, so the clash is named by looking it up in a fixed order (the constraints did the
+/// refusing; this only names it). With `updating`, the store's own row is no clash.
+fn store_clash(
+    tx: &Transaction<'_>,
+    store: &CustomKeyStoreRecord,
+    updating: bool,
+    e: rusqlite::Error,
+) -> Failure {
+    if !matches!(
+        constraint(&e),
+        Some((
+            ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE,
+            _
+        ))
+    ) {
+        return Failure::Sql(e);
+    }
+    match first_clash(tx, store, updating) {
+        Ok(Some(what)) => Failure::Storage(StorageError::AlreadyExists(what.to_owned())),
+        Ok(None) => Failure::Sql(e),
+        Err(lookup) => Failure::Sql(lookup),
+    }
+}
+
+/// The first of `"id"`, `"name"`, `"endpoint"`, `"vpc endpoint service"` that another store
+/// of the account and region already has, if any.
+fn first_clash(
+    tx: &Transaction<'_>,
+    store: &CustomKeyStoreRecord,
+    updating: bool,
+) -> rusqlite::Result<Option<&'static str>> {
+    if !updating && store_exists(tx, &store.account_id, &store.region, &store.id)? {
+        return Ok(Some("id"));
+    }
+    let other_has = |condition: &str, a: &dyn rusqlite::ToSql, b: &dyn rusqlite::ToSql| {
+        tx.prepare_cached(&format!(
+            "SELECT EXISTS (SELECT 1 FROM custom_key_stores \
+             WHERE account_id = ?1 AND region = ?2 AND id <> ?3 AND {condition})"
+        ))?
+        .query_row(
+            params![store.account_id, store.region, store.id, a, b],
+            |r| r.get::<_, bool>(0),
+        )
+    };
+    let none = rusqlite::types::Null;
+    if other_has("name = ?4 AND ?5 IS NULL", &store.name, &none)? {
+        return Ok(Some("name"));
+    }
+    if other_has(
+        "uri_endpoint = ?4 AND uri_path = ?5",
+        &store.uri_endpoint,
+        &store.uri_path,
+    )? {
+        return Ok(Some("endpoint"));
+    }
+    if other_has(
+        "vpc_endpoint_service_name = ?4 AND ?5 IS NULL",
+        &store.vpc_endpoint_service_name,
+        &none,
+    )? {
+        return Ok(Some("vpc endpoint service"));
+    }
+    Ok(None)
+}
+
+/// The listing marker following `store`: its creation date and id (the listing order).
+fn store_marker(store: &CustomKeyStoreRecord) -> String {
+    format!("{}:{}", store.creation_date_ms, store.id)
+}
+
+/// The (creation date, id) a [`store_marker`] encodes; `NotFound` if it is not one.
+fn parse_store_marker(marker: &str) -> Result<(i64, &str), StorageError> {
+    let (ms, id) = marker.split_once(':').ok_or(StorageError::NotFound)?;
+    let ms = ms.parse::<i64>().map_err(|_| StorageError::NotFound)?;
+    if id.is_empty() {
+        return Err(StorageError::NotFound);
+    }
+    Ok((ms, id))
+}
+
+/// Whether the custom key store exists.
+fn store_exists(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    region: &str,
+    id: &str,
+) -> rusqlite::Result<bool> {
+    tx.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM custom_key_stores \
+         WHERE account_id = ?1 AND region = ?2 AND id = ?3)",
+    )?
+    .query_row(params![account_id, region, id], |r| r.get(0))
 }
 
 /// The tags of a key, in insertion order.
@@ -444,6 +655,9 @@ impl Storage for SqliteStorage {
                 }
                 Some((ffi::SQLITE_CONSTRAINT_UNIQUE, msg)) if msg.contains("xks_key_id") => {
                     Failure::Storage(StorageError::XksKeyInUse)
+                }
+                Some((ffi::SQLITE_CONSTRAINT_TRIGGER, TRIGGER_STORE_NOT_FOUND)) => {
+                    Failure::Storage(StorageError::NotFound)
                 }
                 _ => Failure::Sql(e),
             })?;
@@ -717,6 +931,263 @@ impl Storage for SqliteStorage {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn create_custom_key_store(
+        &self,
+        store: &CustomKeyStoreRecord,
+        max_stores: u64,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            // Insert first: a clash with another store is reported even at the quota.
+            tx.prepare_cached(&format!(
+                "INSERT INTO custom_key_stores ({STORE_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            ))?
+            .execute(params![
+                store.account_id,
+                store.region,
+                store.id,
+                store.name,
+                store.store_type,
+                store.uri_endpoint,
+                store.uri_path,
+                store.connectivity,
+                store.vpc_endpoint_service_name,
+                store.vpc_endpoint_service_owner,
+                store.access_key_id,
+                store.sealed_secret,
+                store.connection_state,
+                store.connection_error_code,
+                store.creation_date_ms,
+            ])
+            .map_err(|e| store_clash(tx, store, false, e))?;
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM custom_key_stores WHERE account_id = ?1 AND region = ?2",
+                params![store.account_id, store.region],
+                |r| r.get(0),
+            )?;
+            let before = u64::try_from(count).unwrap_or(0).saturating_sub(1);
+            if before >= max_stores {
+                // Dropping the transaction rolls the insert back.
+                return Err(StorageError::LimitExceeded(format!(
+                    "The account already has {before} custom key stores in this Region; \
+                     the quota is {max_stores}."
+                ))
+                .into());
+            }
+            Ok(())
+        })
+    }
+
+    fn get_custom_key_store(
+        &self,
+        account_id: &str,
+        region: &str,
+        id: &str,
+    ) -> Result<Option<CustomKeyStoreRecord>, StorageError> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {STORE_COLUMNS} FROM custom_key_stores \
+                     WHERE account_id = ?1 AND region = ?2 AND id = ?3"
+                ))?
+                .query_row(params![account_id, region, id], store_from_row)
+                .optional()?)
+        })
+    }
+
+    fn get_custom_key_store_by_name(
+        &self,
+        account_id: &str,
+        region: &str,
+        name: &str,
+    ) -> Result<Option<CustomKeyStoreRecord>, StorageError> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {STORE_COLUMNS} FROM custom_key_stores \
+                     WHERE account_id = ?1 AND region = ?2 AND name = ?3"
+                ))?
+                .query_row(params![account_id, region, name], store_from_row)
+                .optional()?)
+        })
+    }
+
+    fn update_custom_key_store(&self, store: &CustomKeyStoreRecord) -> Result<(), StorageError> {
+        self.write(|tx| {
+            let changed = tx
+                .prepare_cached(
+                    "UPDATE custom_key_stores SET name = ?5, uri_endpoint = ?6, uri_path = ?7, \
+                     connectivity = ?8, vpc_endpoint_service_name = ?9, \
+                     vpc_endpoint_service_owner = ?10, access_key_id = ?11, sealed_secret = ?12 \
+                     WHERE account_id = ?1 AND region = ?2 AND id = ?3 \
+                       AND connection_state = ?4",
+                )?
+                .execute(params![
+                    store.account_id,
+                    store.region,
+                    store.id,
+                    store.connection_state,
+                    store.name,
+                    store.uri_endpoint,
+                    store.uri_path,
+                    store.connectivity,
+                    store.vpc_endpoint_service_name,
+                    store.vpc_endpoint_service_owner,
+                    store.access_key_id,
+                    store.sealed_secret,
+                ])
+                .map_err(|e| store_clash(tx, store, true, e))?;
+            if changed == 0 {
+                return Err(
+                    if store_exists(tx, &store.account_id, &store.region, &store.id)? {
+                        StorageError::Conflict("connection state changed".to_owned())
+                    } else {
+                        StorageError::NotFound
+                    }
+                    .into(),
+                );
+            }
+            Ok(())
+        })
+    }
+
+    fn set_connection_state(
+        &self,
+        account_id: &str,
+        region: &str,
+        id: &str,
+        from: &[&str],
+        state: &str,
+        error_code: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        self.write(|tx| {
+            if from.is_empty() {
+                return if store_exists(tx, account_id, region, id)? {
+                    Ok(false)
+                } else {
+                    Err(StorageError::NotFound.into())
+                };
+            }
+            let placeholders = (0..from.len())
+                .map(|i| format!("?{}", i + 6))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut values: Vec<&dyn rusqlite::ToSql> =
+                vec![&account_id, &region, &id, &state, &error_code];
+            values.extend(from.iter().map(|f| f as &dyn rusqlite::ToSql));
+            let changed = tx
+                .prepare_cached(&format!(
+                    "UPDATE custom_key_stores \
+                     SET connection_state = ?4, connection_error_code = ?5 \
+                     WHERE account_id = ?1 AND region = ?2 AND id = ?3 \
+                       AND connection_state IN ({placeholders})"
+                ))?
+                .execute(values.as_slice())?;
+            if changed == 0 && !store_exists(tx, account_id, region, id)? {
+                return Err(StorageError::NotFound.into());
+            }
+            Ok(changed > 0)
+        })
+    }
+
+    fn delete_custom_key_store(
+        &self,
+        account_id: &str,
+        region: &str,
+        id: &str,
+    ) -> Result<(), StorageError> {
+        self.write(|tx| {
+            // The trigger refuses the delete while a key references the store, in this very
+            // statement, under the write lock.
+            let deleted = tx
+                .execute(
+                    "DELETE FROM custom_key_stores \
+                     WHERE account_id = ?1 AND region = ?2 AND id = ?3",
+                    params![account_id, region, id],
+                )
+                .map_err(|e| match constraint(&e) {
+                    Some((ffi::SQLITE_CONSTRAINT_TRIGGER, TRIGGER_STORE_HAS_KEYS)) => {
+                        Failure::Storage(StorageError::Conflict("has keys".to_owned()))
+                    }
+                    _ => Failure::Sql(e),
+                })?;
+            if deleted == 0 {
+                return Err(StorageError::NotFound.into());
+            }
+            Ok(())
+        })
+    }
+
+    fn list_custom_key_stores(
+        &self,
+        account_id: &str,
+        region: &str,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<CustomKeyStoreRecord>, StorageError> {
+        let limit = limit.max(1);
+        let after = marker.map(parse_store_marker).transpose()?;
+        let (after_ms, after_id) = after.unzip();
+        self.with_conn(|conn| {
+            // Separate statements with and without a marker keep the range on the index.
+            let range = if after.is_some() {
+                "AND (creation_date_ms, id) > (?4, ?5)"
+            } else {
+                "AND ?4 IS NULL AND ?5 IS NULL"
+            };
+            let mut stores = conn
+                .prepare_cached(&format!(
+                    "SELECT {STORE_COLUMNS} FROM custom_key_stores \
+                     WHERE account_id = ?1 AND region = ?2 {range} \
+                     ORDER BY creation_date_ms, id LIMIT ?3"
+                ))?
+                .query_map(
+                    params![account_id, region, fetch_limit(limit), after_ms, after_id],
+                    store_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let next_marker = if stores.len() > limit {
+                stores.truncate(limit);
+                stores.last().map(store_marker)
+            } else {
+                None
+            };
+            Ok(Page {
+                items: stores,
+                next_marker,
+            })
+        })
+    }
+
+    fn connected_custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>, StorageError> {
+        self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {STORE_COLUMNS} FROM custom_key_stores WHERE connection_state = ?1 \
+                     ORDER BY account_id, region, creation_date_ms, id"
+                ))?
+                .query_map([CONNECTION_STATE_CONNECTED], store_from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    fn count_keys_in_custom_key_store(
+        &self,
+        account_id: &str,
+        region: &str,
+        id: &str,
+    ) -> Result<u64, StorageError> {
+        self.with_conn(|conn| {
+            let count: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM keys \
+                     WHERE account_id = ?1 AND region = ?2 AND custom_key_store_id = ?3",
+                )?
+                .query_row(params![account_id, region, id], |r| r.get(0))?;
+            Ok(u64::try_from(count).unwrap_or(0))
         })
     }
 }

@@ -5,7 +5,14 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use super::{AliasRecord, KEY_STATE_PENDING_DELETION, KeyRecord, SqliteStorage, Storage};
-use super::{StorageError, sqlite::SCHEMA_VERSION};
+use super::{
+    CONNECTION_STATE_CONNECTED, CONNECTION_STATE_CONNECTING, CONNECTION_STATE_DISCONNECTED,
+    CONNECTION_STATE_DISCONNECTING, CONNECTION_STATE_FAILED, CustomKeyStoreRecord,
+};
+use super::{
+    StorageError,
+    sqlite::{SCHEMA_V1, SCHEMA_VERSION},
+};
 
 const ACCT: &str = "111122223333";
 const REGION: &str = "eu-west-1";
@@ -58,6 +65,49 @@ fn xks_key(key_id: &str, cks: &str, xks: &str) -> KeyRecord {
         tags: Vec::new(),
         ..key(ACCT, REGION, key_id)
     }
+}
+
+/// A public-endpoint external key store `id` named `id`, with an endpoint of its own.
+fn store(account: &str, region: &str, id: &str) -> CustomKeyStoreRecord {
+    CustomKeyStoreRecord {
+        account_id: account.to_owned(),
+        region: region.to_owned(),
+        id: id.to_owned(),
+        name: format!("name-{id}"),
+        store_type: "EXTERNAL_KEY_STORE".to_owned(),
+        uri_endpoint: format!("https://{id}.example.com"),
+        uri_path: "/kms/xks/v1".to_owned(),
+        connectivity: "PUBLIC_ENDPOINT".to_owned(),
+        vpc_endpoint_service_name: None,
+        vpc_endpoint_service_owner: None,
+        access_key_id: "ABCDEFGHIJKLMNOPQRST".to_owned(),
+        sealed_secret: vec![0x5A; 48],
+        connection_state: CONNECTION_STATE_DISCONNECTED.to_owned(),
+        connection_error_code: None,
+        creation_date_ms: 1_700_000_000_000,
+    }
+}
+
+/// A VPC-endpoint-service external key store using the service `service`.
+fn vpc_store(region: &str, id: &str, service: &str) -> CustomKeyStoreRecord {
+    CustomKeyStoreRecord {
+        connectivity: "VPC_ENDPOINT_SERVICE".to_owned(),
+        vpc_endpoint_service_name: Some(service.to_owned()),
+        vpc_endpoint_service_owner: Some(ACCT.to_owned()),
+        ..store(ACCT, region, id)
+    }
+}
+
+/// Creates the stores `ids` in `ACCT`/`REGION` (for keys that live in them).
+fn add_stores(s: &SqliteStorage, ids: &[&str]) {
+    for id in ids {
+        s.create_custom_key_store(&store(ACCT, REGION, id), 100)
+            .unwrap();
+    }
+}
+
+fn exists(what: &str) -> Result<(), StorageError> {
+    Err(StorageError::AlreadyExists(what.to_owned()))
 }
 
 fn alias(region: &str, name: &str, target: &str) -> AliasRecord {
@@ -336,6 +386,7 @@ fn aliases_crud_uniqueness_and_listing() {
 fn delete_key_frees_xks_id_and_removes_aliases_and_tags() {
     let (_dir, path) = db();
     let s = open(&path);
+    add_stores(&s, &["cks-1"]);
     let mut k = xks_key("k1", "cks-1", "ext-1");
     k.tags = vec![("t".to_owned(), "v".to_owned())];
     s.create_key(&k, 100).unwrap();
@@ -406,6 +457,7 @@ fn create_key_limit_exceeded() {
 fn xks_key_in_use() {
     let (_dir, path) = db();
     let s = open(&path);
+    add_stores(&s, &["cks-1", "cks-2"]);
     s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
     assert_eq!(
         s.create_key(&xks_key("k2", "cks-1", "ext-1"), 100),
@@ -474,8 +526,10 @@ fn data_persists_across_reopen() {
     let (_dir, path) = db();
     let k = key(ACCT, REGION, "k1");
     let x = xks_key("k2", "cks-1", "ext-1");
+    let cks = store(ACCT, REGION, "cks-1");
     {
         let s = open(&path);
+        s.create_custom_key_store(&cks, 10).unwrap();
         s.create_key(&k, 100).unwrap();
         s.create_key(&x, 100).unwrap();
         s.create_alias(&alias(REGION, "alias/p", "k1")).unwrap();
@@ -487,10 +541,19 @@ fn data_persists_across_reopen() {
         s.get_alias(ACCT, REGION, "alias/p").unwrap(),
         Some(alias(REGION, "alias/p", "k1"))
     );
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, "cks-1").unwrap(),
+        Some(cks.clone())
+    );
     // Constraints survive too.
     assert_eq!(
         s.create_key(&xks_key("k3", "cks-1", "ext-1"), 100),
         Err(StorageError::XksKeyInUse)
+    );
+    assert_eq!(s.create_custom_key_store(&cks, 10), exists("id"));
+    assert_eq!(
+        s.delete_custom_key_store(ACCT, REGION, "cks-1"),
+        Err(StorageError::Conflict("has keys".to_owned()))
     );
 }
 
@@ -543,6 +606,7 @@ fn open_fails_cleanly_on_a_bad_path() {
 fn concurrent_xks_binding_from_separate_instances() {
     const THREADS: usize = 50;
     let (_dir, path) = db();
+    add_stores(&open(&path), &["cks-1"]);
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|i| {
@@ -622,4 +686,1016 @@ fn shared_instance_across_threads() {
         s.list_keys(ACCT, REGION, None, 1000).unwrap().items.len(),
         80
     );
+}
+
+// ---- Custom key stores ----
+
+#[test]
+fn custom_key_store_crud_round_trip() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let c = store(ACCT, REGION, "cks-0123456789abcdef0");
+    assert_eq!(s.get_custom_key_store(ACCT, REGION, &c.id).unwrap(), None);
+    s.create_custom_key_store(&c, 10).unwrap();
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, &c.id).unwrap(),
+        Some(c.clone())
+    );
+    assert_eq!(
+        s.get_custom_key_store_by_name(ACCT, REGION, &c.name)
+            .unwrap(),
+        Some(c.clone())
+    );
+    // Scoped by account and region.
+    assert_eq!(
+        s.get_custom_key_store(ACCT, "us-east-1", &c.id).unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_custom_key_store("444455556666", REGION, &c.id)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.get_custom_key_store_by_name(ACCT, "us-east-1", &c.name)
+            .unwrap(),
+        None
+    );
+    // The same id again is refused.
+    assert_eq!(
+        s.create_custom_key_store(
+            &CustomKeyStoreRecord {
+                name: "other".to_owned(),
+                uri_endpoint: "https://other.example.com".to_owned(),
+                ..c.clone()
+            },
+            10
+        ),
+        exists("id")
+    );
+
+    // Every mutable field changes; the immutable ones and the connection state are not written.
+    let mut u = c.clone();
+    u.name = "renamed".to_owned();
+    u.uri_endpoint = "https://moved.example.com".to_owned();
+    u.uri_path = "/tenant/kms/xks/v1".to_owned();
+    u.connectivity = "VPC_ENDPOINT_SERVICE".to_owned();
+    u.vpc_endpoint_service_name = Some("com.amazonaws.vpce.eu-west-1.vpce-svc-0abc".to_owned());
+    u.vpc_endpoint_service_owner = Some("999988887777".to_owned());
+    u.access_key_id = "ZYXWVUTSRQPONMLKJIHG".to_owned();
+    u.sealed_secret = vec![1, 2, 3];
+    let mut attempted = u.clone();
+    attempted.store_type = "AWS_CLOUDHSM".to_owned();
+    attempted.creation_date_ms = 5;
+    attempted.connection_error_code = Some("INTERNAL_ERROR".to_owned());
+    s.update_custom_key_store(&attempted).unwrap();
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, &c.id).unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(
+        s.get_custom_key_store_by_name(ACCT, REGION, "renamed")
+            .unwrap(),
+        Some(u)
+    );
+    assert_eq!(
+        s.get_custom_key_store_by_name(ACCT, REGION, &c.name)
+            .unwrap(),
+        None
+    );
+    // And back to a public endpoint.
+    s.update_custom_key_store(&c).unwrap();
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, &c.id).unwrap(),
+        Some(c.clone())
+    );
+
+    s.delete_custom_key_store(ACCT, REGION, &c.id).unwrap();
+    assert_eq!(s.get_custom_key_store(ACCT, REGION, &c.id).unwrap(), None);
+    assert_eq!(
+        s.delete_custom_key_store(ACCT, REGION, &c.id),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.update_custom_key_store(&c), Err(StorageError::NotFound));
+}
+
+#[test]
+fn update_custom_key_store_is_guarded_by_the_connection_state() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let c = store(ACCT, REGION, "cks-1");
+    s.create_custom_key_store(&c, 10).unwrap();
+    // The caller read DISCONNECTED; a concurrent connect moved on.
+    assert!(
+        s.set_connection_state(
+            ACCT,
+            REGION,
+            "cks-1",
+            &[CONNECTION_STATE_DISCONNECTED],
+            CONNECTION_STATE_CONNECTING,
+            None
+        )
+        .unwrap()
+    );
+    let stale = CustomKeyStoreRecord {
+        uri_endpoint: "https://moved.example.com".to_owned(),
+        ..c.clone()
+    };
+    assert_eq!(
+        s.update_custom_key_store(&stale),
+        Err(StorageError::Conflict(
+            "connection state changed".to_owned()
+        ))
+    );
+    let now = s
+        .get_custom_key_store(ACCT, REGION, "cks-1")
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.uri_endpoint, c.uri_endpoint);
+    assert_eq!(now.connection_state, CONNECTION_STATE_CONNECTING);
+    // Based on the current state, the update applies and keeps the state.
+    let fresh = CustomKeyStoreRecord {
+        uri_endpoint: "https://moved.example.com".to_owned(),
+        ..now
+    };
+    s.update_custom_key_store(&fresh).unwrap();
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, "cks-1").unwrap(),
+        Some(fresh)
+    );
+}
+
+#[test]
+fn custom_key_store_names_are_unique_per_account_and_region() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-1"), 10)
+        .unwrap();
+    let same_name = CustomKeyStoreRecord {
+        name: "name-cks-1".to_owned(),
+        ..store(ACCT, REGION, "cks-2")
+    };
+    assert_eq!(s.create_custom_key_store(&same_name, 10), exists("name"));
+    assert_eq!(s.get_custom_key_store(ACCT, REGION, "cks-2").unwrap(), None);
+    // The same name in another region or account is fine.
+    s.create_custom_key_store(
+        &CustomKeyStoreRecord {
+            region: "us-east-1".to_owned(),
+            ..same_name.clone()
+        },
+        10,
+    )
+    .unwrap();
+    s.create_custom_key_store(
+        &CustomKeyStoreRecord {
+            account_id: "444455556666".to_owned(),
+            ..same_name.clone()
+        },
+        10,
+    )
+    .unwrap();
+    // Renaming onto a taken name is refused and changes nothing; a rename frees the old name.
+    let two = store(ACCT, REGION, "cks-2");
+    s.create_custom_key_store(&two, 10).unwrap();
+    assert_eq!(
+        s.update_custom_key_store(&CustomKeyStoreRecord {
+            uri_path: "/changed/kms/xks/v1".to_owned(),
+            ..same_name.clone()
+        }),
+        exists("name")
+    );
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, "cks-2").unwrap(),
+        Some(two)
+    );
+    s.update_custom_key_store(&CustomKeyStoreRecord {
+        name: "fresh".to_owned(),
+        ..store(ACCT, REGION, "cks-1")
+    })
+    .unwrap();
+    s.update_custom_key_store(&same_name).unwrap();
+    // Names are case-sensitive.
+    s.create_custom_key_store(
+        &CustomKeyStoreRecord {
+            name: "FRESH".to_owned(),
+            ..store(ACCT, REGION, "cks-3")
+        },
+        10,
+    )
+    .unwrap();
+}
+
+#[test]
+fn custom_key_store_endpoint_and_path_are_unique() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let a = store(ACCT, REGION, "cks-a");
+    s.create_custom_key_store(&a, 10).unwrap();
+    let clash = CustomKeyStoreRecord {
+        uri_endpoint: a.uri_endpoint.clone(),
+        ..store(ACCT, REGION, "cks-b")
+    };
+    assert_eq!(s.create_custom_key_store(&clash, 10), exists("endpoint"));
+    // The same endpoint with another path, or the same path on another endpoint, is fine.
+    let other_path = CustomKeyStoreRecord {
+        uri_path: "/tenant-b/kms/xks/v1".to_owned(),
+        ..clash.clone()
+    };
+    s.create_custom_key_store(&other_path, 10).unwrap();
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-c"), 10)
+        .unwrap();
+    // Per account and region.
+    s.create_custom_key_store(
+        &CustomKeyStoreRecord {
+            region: "us-east-1".to_owned(),
+            ..clash.clone()
+        },
+        10,
+    )
+    .unwrap();
+    s.create_custom_key_store(
+        &CustomKeyStoreRecord {
+            account_id: "444455556666".to_owned(),
+            ..clash
+        },
+        10,
+    )
+    .unwrap();
+    // Moving onto a used endpoint + path is refused.
+    let moved = CustomKeyStoreRecord {
+        uri_path: a.uri_path,
+        ..other_path.clone()
+    };
+    assert_eq!(s.update_custom_key_store(&moved), exists("endpoint"));
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, "cks-b").unwrap(),
+        Some(other_path)
+    );
+}
+
+#[test]
+fn vpc_endpoint_service_names_are_unique() {
+    let svc = "com.amazonaws.vpce.eu-west-1.vpce-svc-0123abcd";
+    let (_dir, path) = db();
+    let s = open(&path);
+    s.create_custom_key_store(&vpc_store(REGION, "cks-1", svc), 10)
+        .unwrap();
+    assert_eq!(
+        s.create_custom_key_store(&vpc_store(REGION, "cks-2", svc), 10),
+        exists("vpc endpoint service")
+    );
+    s.create_custom_key_store(&vpc_store(REGION, "cks-2", &format!("{svc}9")), 10)
+        .unwrap();
+    // Per account and region.
+    s.create_custom_key_store(&vpc_store("us-east-1", "cks-3", svc), 10)
+        .unwrap();
+    // Public stores (no service) never collide with each other.
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-4"), 10)
+        .unwrap();
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-5"), 10)
+        .unwrap();
+    // Switching a public store onto a used service is refused.
+    let switched = CustomKeyStoreRecord {
+        connectivity: "VPC_ENDPOINT_SERVICE".to_owned(),
+        vpc_endpoint_service_name: Some(svc.to_owned()),
+        ..store(ACCT, REGION, "cks-4")
+    };
+    assert_eq!(
+        s.update_custom_key_store(&switched),
+        exists("vpc endpoint service")
+    );
+    // Freed by a switch back to public.
+    s.update_custom_key_store(&store(ACCT, REGION, "cks-1"))
+        .unwrap();
+    s.update_custom_key_store(&switched).unwrap();
+}
+
+#[test]
+fn custom_key_store_quota() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    for i in 0..3 {
+        s.create_custom_key_store(&store(ACCT, REGION, &format!("cks-{i}")), 3)
+            .unwrap();
+    }
+    assert!(matches!(
+        s.create_custom_key_store(&store(ACCT, REGION, "cks-3"), 3),
+        Err(StorageError::LimitExceeded(_))
+    ));
+    assert_eq!(s.get_custom_key_store(ACCT, REGION, "cks-3").unwrap(), None);
+    // A clash is reported as such even at the quota.
+    assert_eq!(
+        s.create_custom_key_store(
+            &CustomKeyStoreRecord {
+                name: "name-cks-0".to_owned(),
+                ..store(ACCT, REGION, "cks-3")
+            },
+            3
+        ),
+        exists("name")
+    );
+    // Stores in any state count.
+    assert!(
+        s.set_connection_state(
+            ACCT,
+            REGION,
+            "cks-0",
+            &[CONNECTION_STATE_DISCONNECTED],
+            CONNECTION_STATE_FAILED,
+            Some("INTERNAL_ERROR")
+        )
+        .unwrap()
+    );
+    assert!(matches!(
+        s.create_custom_key_store(&store(ACCT, REGION, "cks-3"), 3),
+        Err(StorageError::LimitExceeded(_))
+    ));
+    // Per account and region.
+    s.create_custom_key_store(&store(ACCT, "us-east-1", "cks-3"), 3)
+        .unwrap();
+    s.create_custom_key_store(&store("444455556666", REGION, "cks-3"), 3)
+        .unwrap();
+    // Room again after a deletion; a larger quota admits more.
+    s.delete_custom_key_store(ACCT, REGION, "cks-0").unwrap();
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-3"), 3)
+        .unwrap();
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-4"), 10)
+        .unwrap();
+    assert!(matches!(
+        s.create_custom_key_store(&store(ACCT, "ap-south-1", "cks-5"), 0),
+        Err(StorageError::LimitExceeded(_))
+    ));
+}
+
+#[test]
+fn set_connection_state_is_compare_and_set() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let c = store(ACCT, REGION, "cks-1");
+    s.create_custom_key_store(&c, 10).unwrap();
+    let cas = |from: &[&str], to: &str, code: Option<&str>| {
+        s.set_connection_state(ACCT, REGION, "cks-1", from, to, code)
+    };
+    let current = || {
+        let got = s
+            .get_custom_key_store(ACCT, REGION, "cks-1")
+            .unwrap()
+            .unwrap();
+        (got.connection_state, got.connection_error_code)
+    };
+
+    assert_eq!(
+        cas(
+            &[CONNECTION_STATE_DISCONNECTED],
+            CONNECTION_STATE_CONNECTING,
+            None
+        ),
+        Ok(true)
+    );
+    // A second connect finds CONNECTING: no change.
+    assert_eq!(
+        cas(
+            &[CONNECTION_STATE_DISCONNECTED],
+            CONNECTION_STATE_CONNECTING,
+            None
+        ),
+        Ok(false)
+    );
+    assert_eq!(
+        cas(
+            &[CONNECTION_STATE_CONNECTED, CONNECTION_STATE_DISCONNECTING],
+            CONNECTION_STATE_DISCONNECTED,
+            None
+        ),
+        Ok(false)
+    );
+    assert_eq!(cas(&[], CONNECTION_STATE_CONNECTED, None), Ok(false));
+    assert_eq!(current(), (CONNECTION_STATE_CONNECTING.to_owned(), None));
+
+    // The connect fails, with an error code.
+    assert_eq!(
+        cas(
+            &[CONNECTION_STATE_CONNECTING],
+            CONNECTION_STATE_FAILED,
+            Some("XKS_PROXY_NOT_REACHABLE")
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        current(),
+        (
+            CONNECTION_STATE_FAILED.to_owned(),
+            Some("XKS_PROXY_NOT_REACHABLE".to_owned())
+        )
+    );
+    // Disconnecting clears the code; the other fields never change.
+    assert_eq!(
+        cas(
+            &[
+                CONNECTION_STATE_CONNECTED,
+                CONNECTION_STATE_CONNECTING,
+                CONNECTION_STATE_FAILED
+            ],
+            CONNECTION_STATE_DISCONNECTED,
+            None
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, "cks-1").unwrap(),
+        Some(c)
+    );
+
+    // A missing store (or one of another region) is NotFound, whatever `from` is.
+    for (region, id) in [(REGION, "cks-missing"), ("us-east-1", "cks-1")] {
+        for from in [&[][..], &[CONNECTION_STATE_DISCONNECTED][..]] {
+            assert_eq!(
+                s.set_connection_state(ACCT, region, id, from, CONNECTION_STATE_CONNECTING, None),
+                Err(StorageError::NotFound)
+            );
+        }
+    }
+}
+
+#[test]
+fn keys_need_an_existing_custom_key_store() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    // No such store at all.
+    assert_eq!(
+        s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100),
+        Err(StorageError::NotFound)
+    );
+    // A store of the same id in another region or account does not count.
+    s.create_custom_key_store(&store(ACCT, "us-east-1", "cks-1"), 10)
+        .unwrap();
+    s.create_custom_key_store(&store("444455556666", REGION, "cks-1"), 10)
+        .unwrap();
+    assert_eq!(
+        s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), None);
+    add_stores(&s, &["cks-1"]);
+    s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
+}
+
+#[test]
+fn delete_custom_key_store_refused_while_keys_exist() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    add_stores(&s, &["cks-1", "cks-2"]);
+    s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
+    s.create_key(&xks_key("k2", "cks-1", "ext-2"), 100).unwrap();
+    s.create_key(&key(ACCT, REGION, "plain"), 100).unwrap();
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
+        Ok(2)
+    );
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, REGION, "cks-2"),
+        Ok(0)
+    );
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, "us-east-1", "cks-1"),
+        Ok(0)
+    );
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, REGION, "cks-missing"),
+        Ok(0)
+    );
+
+    let has_keys = Err(StorageError::Conflict("has keys".to_owned()));
+    assert_eq!(s.delete_custom_key_store(ACCT, REGION, "cks-1"), has_keys);
+    // Keys pending deletion still hold the store.
+    for id in ["k1", "k2"] {
+        let mut k = s.get_key(ACCT, REGION, id).unwrap().unwrap();
+        k.key_state = KEY_STATE_PENDING_DELETION.to_owned();
+        k.deletion_date_ms = Some(1);
+        k.pending_window_days = Some(7);
+        s.update_key(&k).unwrap();
+    }
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
+        Ok(2)
+    );
+    assert_eq!(s.delete_custom_key_store(ACCT, REGION, "cks-1"), has_keys);
+    s.delete_key(ACCT, REGION, "k1").unwrap();
+    assert_eq!(s.delete_custom_key_store(ACCT, REGION, "cks-1"), has_keys);
+    assert!(
+        s.get_custom_key_store(ACCT, REGION, "cks-1")
+            .unwrap()
+            .is_some()
+    );
+
+    // The empty store, and then the other one once its last key is gone.
+    s.delete_custom_key_store(ACCT, REGION, "cks-2").unwrap();
+    s.delete_key(ACCT, REGION, "k2").unwrap();
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
+        Ok(0)
+    );
+    s.delete_custom_key_store(ACCT, REGION, "cks-1").unwrap();
+    // No key can join a deleted store; keys outside stores are untouched.
+    assert_eq!(
+        s.create_key(&xks_key("k3", "cks-1", "ext-3"), 100),
+        Err(StorageError::NotFound)
+    );
+    assert!(s.get_key(ACCT, REGION, "plain").unwrap().is_some());
+}
+
+#[test]
+fn list_custom_key_stores_pages_by_creation_then_id() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let mut expected: Vec<(i64, String)> = Vec::new();
+    for i in 0..23 {
+        let id = format!("cks-{:02}", (i * 7) % 23);
+        // Many equal creation dates: the id breaks ties.
+        let ms = 1_000 + (i * 3) % 5;
+        let c = CustomKeyStoreRecord {
+            creation_date_ms: ms,
+            ..store(ACCT, REGION, &id)
+        };
+        s.create_custom_key_store(&c, 100).unwrap();
+        expected.push((ms, id));
+    }
+    // Other accounts and regions are not listed.
+    s.create_custom_key_store(&store(ACCT, "us-east-1", "cks-x"), 100)
+        .unwrap();
+    s.create_custom_key_store(&store("444455556666", REGION, "cks-y"), 100)
+        .unwrap();
+    expected.sort();
+    let expected: Vec<String> = expected.into_iter().map(|(_, id)| id).collect();
+
+    for limit in [1, 2, 5, 22, 23, 24, 1000] {
+        let mut seen = Vec::new();
+        let mut marker: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let page = s
+                .list_custom_key_stores(ACCT, REGION, marker.as_deref(), limit)
+                .unwrap();
+            pages += 1;
+            assert!(page.items.len() <= limit);
+            assert!(!page.items.is_empty());
+            seen.extend(page.items.into_iter().map(|c| c.id));
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+        assert_eq!(seen, expected, "limit {limit}");
+        assert_eq!(pages, expected.len().div_ceil(limit), "limit {limit}");
+    }
+    // A limit of 0 is 1.
+    assert_eq!(
+        s.list_custom_key_stores(ACCT, REGION, None, 0)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    // A marker stays valid when its store is deleted before the next page.
+    let first = s.list_custom_key_stores(ACCT, REGION, None, 5).unwrap();
+    s.delete_custom_key_store(ACCT, REGION, &first.items[4].id)
+        .unwrap();
+    let next = s
+        .list_custom_key_stores(ACCT, REGION, first.next_marker.as_deref(), 5)
+        .unwrap();
+    let ids: Vec<&str> = next.items.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        expected[5..10]
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    );
+
+    // Markers this listing never produces.
+    for bad in ["garbage", "x:cks-01", "12:", ":cks-01", ""] {
+        assert_eq!(
+            s.list_custom_key_stores(ACCT, REGION, Some(bad), 5),
+            Err(StorageError::NotFound),
+            "{bad:?}"
+        );
+    }
+    let empty = s
+        .list_custom_key_stores(ACCT, "ap-south-1", None, 10)
+        .unwrap();
+    assert!(empty.items.is_empty());
+    assert_eq!(empty.next_marker, None);
+}
+
+#[test]
+fn connected_custom_key_stores_across_accounts() {
+    const OTHER: &str = "444455556666";
+    let (_dir, path) = db();
+    let s = open(&path);
+    let stores = [
+        (ACCT, REGION, "cks-b", 20),
+        (ACCT, REGION, "cks-a", 20),
+        (ACCT, REGION, "cks-early", 10),
+        (ACCT, "us-east-1", "cks-c", 5),
+        (OTHER, REGION, "cks-d", 1),
+        (ACCT, REGION, "cks-off", 1),
+        (OTHER, REGION, "cks-failed", 1),
+    ];
+    for (account, region, id, ms) in stores {
+        let c = CustomKeyStoreRecord {
+            creation_date_ms: ms,
+            ..store(account, region, id)
+        };
+        s.create_custom_key_store(&c, 10).unwrap();
+    }
+    assert_eq!(s.connected_custom_key_stores().unwrap(), vec![]);
+    for (account, region, id, _) in stores {
+        let target = match id {
+            "cks-off" => continue,
+            "cks-failed" => CONNECTION_STATE_FAILED,
+            _ => CONNECTION_STATE_CONNECTED,
+        };
+        assert!(
+            s.set_connection_state(
+                account,
+                region,
+                id,
+                &[CONNECTION_STATE_DISCONNECTED],
+                target,
+                None
+            )
+            .unwrap()
+        );
+    }
+    let got: Vec<(String, String, String)> = s
+        .connected_custom_key_stores()
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            assert_eq!(c.connection_state, CONNECTION_STATE_CONNECTED);
+            (c.account_id, c.region, c.id)
+        })
+        .collect();
+    let want: Vec<(String, String, String)> = [
+        (ACCT, REGION, "cks-early"),
+        (ACCT, REGION, "cks-a"),
+        (ACCT, REGION, "cks-b"),
+        (ACCT, "us-east-1", "cks-c"),
+        (OTHER, REGION, "cks-d"),
+    ]
+    .iter()
+    .map(|(a, r, i)| ((*a).to_owned(), (*r).to_owned(), (*i).to_owned()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn custom_key_store_debug_hides_sealed_secret() {
+    let mut c = store(ACCT, REGION, "cks-1");
+    c.sealed_secret = vec![0xDE, 0xAD, 0xBE, 0xEF, 0x42];
+    let shown = format!("{c:?}");
+    assert!(shown.contains("sealed_secret: <5 bytes>"), "{shown}");
+    assert!(!shown.contains("222, 173"), "{shown}");
+    assert!(!shown.to_ascii_lowercase().contains("deadbeef"), "{shown}");
+    assert!(shown.contains("cks-1"), "{shown}");
+}
+
+/// The tables, indexes and triggers of a database, as SQLite recorded their DDL.
+fn schema_of(path: &Path) -> Vec<(String, String, Option<String>)> {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = raw
+        .prepare("SELECT type, name, sql FROM sqlite_master ORDER BY type, name")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
+}
+
+/// A version-1 database as the version-1 code created it (same pragmas, DDL and version
+/// row), with a key (tagged), an alias, and a key naming a custom key store, which version 1
+/// did not check.
+fn create_v1_database(path: &Path) {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let mode: String = raw
+        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    raw.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);",
+    )
+    .unwrap();
+    raw.execute_batch(SCHEMA_V1).unwrap();
+    raw.execute_batch(
+        "INSERT INTO schema_version (version) VALUES (1);
+         INSERT INTO keys VALUES ('111122223333', 'eu-west-1', 'k1', 'arn:k1', 7, 'old key',
+             'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', 'Enabled', NULL, NULL, 0,
+             NULL, NULL, '{}', x'A5A5', 'm-1');
+         INSERT INTO key_tags VALUES ('111122223333', 'eu-west-1', 'k1', 0, 'team', 'blue');
+         INSERT INTO aliases VALUES ('111122223333', 'eu-west-1', 'alias/old', 'k1', 8, 9);
+         INSERT INTO keys VALUES ('111122223333', 'eu-west-1', 'k-legacy', 'arn:kl', 7, '',
+             'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'EXTERNAL_KEY_STORE', 'Enabled', NULL,
+             NULL, 0, 'cks-legacy', 'ext-legacy', '{}', NULL, NULL);
+         COMMIT;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn migration_from_v1() {
+    let (dir, path) = db();
+    create_v1_database(&path);
+    let s = open(&path);
+
+    // Recorded as version 2, with the version history kept.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let versions: Vec<i64> = raw
+        .prepare("SELECT version FROM schema_version ORDER BY version")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    assert_eq!(versions, vec![1, SCHEMA_VERSION]);
+    assert_eq!(SCHEMA_VERSION, 2);
+    // The migrated schema is exactly a new database's.
+    let fresh = dir.path().join("fresh.sqlite3");
+    drop(open(&fresh));
+    assert_eq!(schema_of(&path), schema_of(&fresh));
+
+    // Old data is intact.
+    let k1 = s.get_key(ACCT, REGION, "k1").unwrap().unwrap();
+    assert_eq!(k1.description, "old key");
+    assert_eq!(k1.sealed_material, Some(vec![0xA5, 0xA5]));
+    assert_eq!(k1.tags, vec![("team".to_owned(), "blue".to_owned())]);
+    assert_eq!(
+        s.get_alias(ACCT, REGION, "alias/old")
+            .unwrap()
+            .unwrap()
+            .target_key_id,
+        "k1"
+    );
+    let legacy = s.get_key(ACCT, REGION, "k-legacy").unwrap().unwrap();
+    assert_eq!(legacy.custom_key_store_id.as_deref(), Some("cks-legacy"));
+
+    // The new rules apply.
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-1"), 10)
+        .unwrap();
+    assert_eq!(
+        s.create_custom_key_store(
+            &CustomKeyStoreRecord {
+                name: "name-cks-1".to_owned(),
+                ..store(ACCT, REGION, "cks-2")
+            },
+            10
+        ),
+        exists("name")
+    );
+    s.create_key(&xks_key("k2", "cks-1", "ext-1"), 100).unwrap();
+    assert_eq!(
+        s.create_key(&xks_key("k3", "cks-missing", "ext-1"), 100),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(
+        s.delete_custom_key_store(ACCT, REGION, "cks-1"),
+        Err(StorageError::Conflict("has keys".to_owned()))
+    );
+    // The old unique index on external keys is still there.
+    assert_eq!(
+        s.create_key(&xks_key("k4", "cks-1", "ext-1"), 100),
+        Err(StorageError::XksKeyInUse)
+    );
+    // A key of version 1 naming an unknown store stays readable and deletable.
+    s.delete_key(ACCT, REGION, "k-legacy").unwrap();
+    drop(s);
+
+    // Opening again migrates nothing more.
+    let s = open(&path);
+    assert!(
+        s.get_custom_key_store(ACCT, REGION, "cks-1")
+            .unwrap()
+            .is_some()
+    );
+    let count: i64 = raw
+        .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
+/// 20 threads, each with its own `SqliteStorage` of the same file, create stores with the
+/// same name (different ids and endpoints): exactly one wins, every other gets
+/// `AlreadyExists("name")`, none sees a lock error.
+#[test]
+fn concurrent_same_name_stores_from_separate_instances() {
+    const THREADS: usize = 20;
+    let (_dir, path) = db();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let path = path.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                let s = SqliteStorage::open(&path)?;
+                let c = CustomKeyStoreRecord {
+                    name: "shared".to_owned(),
+                    ..store(ACCT, REGION, &format!("cks-{i:02}"))
+                };
+                s.create_custom_key_store(&c, 100)
+            })
+        })
+        .collect();
+    let results: Vec<Result<(), StorageError>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let taken = results.iter().filter(|r| **r == exists("name")).count();
+    assert_eq!((ok, taken), (1, THREADS - 1), "{results:?}");
+    let s = open(&path);
+    let page = s.list_custom_key_stores(ACCT, REGION, None, 100).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.items[0].name, "shared");
+}
+
+/// The quota holds under concurrent creators in separate instances.
+#[test]
+fn concurrent_store_creates_respect_the_quota() {
+    const THREADS: usize = 12;
+    let (_dir, path) = db();
+    drop(open(&path));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let path = path.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let s = SqliteStorage::open(&path)?;
+                barrier.wait();
+                s.create_custom_key_store(&store(ACCT, REGION, &format!("cks-{i:02}")), 10)
+            })
+        })
+        .collect();
+    let results: Vec<Result<(), StorageError>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(StorageError::LimitExceeded(_))))
+        .count();
+    assert_eq!((ok, limited), (10, THREADS - 10), "{results:?}");
+}
+
+/// Concurrent connects (compare-and-set DISCONNECTED → CONNECTING) from separate instances:
+/// exactly one changes the state.
+#[test]
+fn concurrent_connection_state_changes_from_separate_instances() {
+    const THREADS: usize = 20;
+    let (_dir, path) = db();
+    add_stores(&open(&path), &["cks-1"]);
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let path = path.clone();
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                let s = SqliteStorage::open(&path)?;
+                barrier.wait();
+                s.set_connection_state(
+                    ACCT,
+                    REGION,
+                    "cks-1",
+                    &[CONNECTION_STATE_DISCONNECTED],
+                    CONNECTION_STATE_CONNECTING,
+                    None,
+                )
+            })
+        })
+        .collect();
+    let results: Vec<Result<bool, StorageError>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let changed = results.iter().filter(|r| **r == Ok(true)).count();
+    let unchanged = results.iter().filter(|r| **r == Ok(false)).count();
+    assert_eq!((changed, unchanged), (1, THREADS - 1), "{results:?}");
+}
+
+/// A key created into a store while another instance deletes that store: one of the two
+/// wins, and no key is ever left pointing at a deleted store.
+#[test]
+fn concurrent_key_creation_and_store_deletion() {
+    const ROUNDS: usize = 25;
+    let (_dir, path) = db();
+    let setup = open(&path);
+    let creator = Arc::new(open(&path));
+    let deleter = Arc::new(SqliteStorage::open(&path).unwrap());
+    let (mut created, mut deleted) = (0, 0);
+    for round in 0..ROUNDS {
+        let cks = format!("cks-{round:02}");
+        add_stores(&setup, &[&cks]);
+        let barrier = Arc::new(Barrier::new(2));
+        let create = {
+            let (s, b, cks) = (Arc::clone(&creator), Arc::clone(&barrier), cks.clone());
+            thread::spawn(move || {
+                b.wait();
+                s.create_key(&xks_key(&format!("key-{cks}"), &cks, "ext"), 10_000)
+            })
+        };
+        let delete = {
+            let (s, b, cks) = (Arc::clone(&deleter), Arc::clone(&barrier), cks.clone());
+            thread::spawn(move || {
+                b.wait();
+                s.delete_custom_key_store(ACCT, REGION, &cks)
+            })
+        };
+        let (c, d) = (create.join().unwrap(), delete.join().unwrap());
+        match (&c, &d) {
+            (Ok(()), Err(StorageError::Conflict(what))) if what == "has keys" => created += 1,
+            (Err(StorageError::NotFound), Ok(())) => deleted += 1,
+            other => panic!("round {round}: {other:?}"),
+        }
+        let store_exists = setup
+            .get_custom_key_store(ACCT, REGION, &cks)
+            .unwrap()
+            .is_some();
+        let keys = setup
+            .count_keys_in_custom_key_store(ACCT, REGION, &cks)
+            .unwrap();
+        assert_eq!(
+            (store_exists, keys),
+            if c.is_ok() { (true, 1) } else { (false, 0) }
+        );
+    }
+    assert_eq!(created + deleted, ROUNDS);
+    // No orphan anywhere.
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let orphans: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM keys k WHERE k.custom_key_store_id IS NOT NULL AND NOT EXISTS \
+             (SELECT 1 FROM custom_key_stores s WHERE s.account_id = k.account_id \
+              AND s.region = k.region AND s.id = k.custom_key_store_id)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[test]
+fn the_store_id_of_a_store_cannot_change_under_its_keys() {
+    // Defence in depth below the trait: raw SQL cannot orphan keys either.
+    let (_dir, path) = db();
+    let s = open(&path);
+    add_stores(&s, &["cks-1"]);
+    s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    for sql in [
+        "UPDATE custom_key_stores SET id = 'cks-2' WHERE id = 'cks-1'",
+        "UPDATE keys SET custom_key_store_id = 'cks-none' WHERE key_id = 'k1'",
+        "DELETE FROM custom_key_stores WHERE id = 'cks-1'",
+    ] {
+        assert!(raw.execute(sql, []).is_err(), "{sql}");
+    }
+    assert_eq!(
+        s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
+        Ok(1)
+    );
+    // Unrelated columns of a store still change.
+    raw.execute(
+        "UPDATE custom_key_stores SET name = 'n2' WHERE id = 'cks-1'",
+        [],
+    )
+    .unwrap();
+}
+
+/// When several unique rules clash at once, the answer is id, then name, then endpoint, then
+/// VPC endpoint service (not whichever index SQLite happened to check first).
+#[test]
+fn clash_precedence_is_id_name_endpoint_vpc_service() {
+    let svc = "com.amazonaws.vpce.eu-west-1.vpce-svc-0123abcd";
+    let (_dir, path) = db();
+    let s = open(&path);
+    let a = vpc_store(REGION, "cks-a", svc);
+    s.create_custom_key_store(&a, 10).unwrap();
+    assert_eq!(s.create_custom_key_store(&a, 10), exists("id"));
+    let mut b = CustomKeyStoreRecord {
+        id: "cks-b".to_owned(),
+        ..a.clone()
+    };
+    assert_eq!(s.create_custom_key_store(&b, 10), exists("name"));
+    b.name = "b".to_owned();
+    assert_eq!(s.create_custom_key_store(&b, 10), exists("endpoint"));
+    b.uri_path = "/b/kms/xks/v1".to_owned();
+    assert_eq!(
+        s.create_custom_key_store(&b, 10),
+        exists("vpc endpoint service")
+    );
+    b.vpc_endpoint_service_name = None;
+    s.create_custom_key_store(&b, 10).unwrap();
+    // The same order for updates; the store's own values are never a clash.
+    let onto_a = CustomKeyStoreRecord {
+        id: "cks-b".to_owned(),
+        ..a.clone()
+    };
+    assert_eq!(s.update_custom_key_store(&onto_a), exists("name"));
+    s.update_custom_key_store(&a).unwrap();
 }
