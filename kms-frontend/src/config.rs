@@ -337,12 +337,16 @@ impl FrontendConfig {
                 )),
             }
         }
-        let client_identity = match (&raw.xks.client_certificate_chain, &raw.xks.client_private_key) {
+        let client_identity = match (
+            &raw.xks.client_certificate_chain,
+            &raw.xks.client_private_key,
+        ) {
             (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
             (None, None) => None,
             _ => {
                 problems.push(
-                    "xks: set both client_certificate_chain and client_private_key, or neither".into(),
+                    "xks: set both client_certificate_chain and client_private_key, or neither"
+                        .into(),
                 );
                 None
             }

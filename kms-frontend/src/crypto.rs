@@ -157,6 +157,49 @@ pub fn decrypt_blob(
     Ok(out)
 }
 
+/// The inner layer of double encryption: AES-256-GCM with the KMS key material. Returns the
+/// IV and ciphertext || tag.
+pub fn inner_seal(
+    material: &[u8],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<([u8; 12], Vec<u8>), KmsError> {
+    let mut iv = [0u8; 12];
+    getrandom::fill(&mut iv)
+        .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
+    let mut body = plaintext.to_vec();
+    let tag = cipher(material)?
+        .encrypt_inout_detached(&Nonce::from(iv), aad, (&mut body[..]).into())
+        .map_err(|_| KmsError::internal("encryption failed"))?;
+    body.extend_from_slice(&tag);
+    Ok((iv, body))
+}
+
+/// Opens what [`inner_seal`] made; failure is `InvalidCiphertextException`.
+pub fn inner_open(
+    material: &[u8],
+    iv: &[u8; 12],
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let invalid = || {
+        KmsError::client(
+            "InvalidCiphertextException",
+            "The ciphertext or the encryption context is not valid.",
+        )
+    };
+    if sealed.len() < 16 {
+        return Err(invalid());
+    }
+    let (body, tag) = sealed.split_at(sealed.len() - 16);
+    let mut out = Zeroizing::new(body.to_vec());
+    let tag = Tag::try_from(tag).map_err(|_| invalid())?;
+    cipher(material)?
+        .decrypt_inout_detached(&Nonce::from(*iv), aad, (&mut out[..]).into(), &tag)
+        .map_err(|_| invalid())?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,8 @@
 //! - [`policy`]: key policy validation, the lockout safety check and the default policy;
 //! - [`crypto`]: sealing key material under the root key; the symmetric ciphertext blob;
 //! - [`storage`]: the storage trait and its embedded SQLite implementation;
+//! - [`xks_client`]: calling XKS proxies as KMS does (SigV4, budgets, response validation);
+//! - [`xks`]: how proxy failures surface per operation; the double-encryption blob;
 //! - [`service`]: dispatch, key lookup by id/ARN/alias, the storage error mapping;
 //! - [`ops`]: the operations;
 //! - [`clock`]: the service clock (advanceable in test builds);
@@ -31,3 +33,5 @@ pub mod protocol;
 pub mod run;
 pub mod service;
 pub mod storage;
+pub mod xks;
+pub mod xks_client;

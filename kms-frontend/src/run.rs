@@ -43,6 +43,63 @@ impl https_server::ConnectionObserver for NoObserver {
     fn connection_closed(&self) {}
 }
 
+/// The system trust store, used when no private CA bundle is configured.
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn xks_client(x: &crate::config::XksSettings) -> Result<crate::xks_client::XksClient, RunError> {
+    let bundle = x
+        .trusted_ca_bundle
+        .clone()
+        .unwrap_or_else(|| std::path::PathBuf::from(SYSTEM_CA_BUNDLE));
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| RunError::Tls(format!("{}: {e}", p.display())))
+    };
+    let pem = read(&bundle)?;
+    let client_identity = match &x.client_identity {
+        Some((chain, key)) => Some(service_tls::client::ClientIdentity {
+            cert_chain_pem: read(chain)?,
+            key_pem: zeroize::Zeroizing::new(read(key)?),
+        }),
+        None => None,
+    };
+    crate::xks_client::XksClient::new(crate::xks_client::XksClientConfig {
+        trust: service_tls::client::RootCertificates::Pem(pem),
+        resolve: x.resolve.clone(),
+        client_identity,
+        timeout: x.timeout,
+    })
+    .map_err(|e| RunError::Tls(format!("XKS client: {e}")))
+}
+
+/// Health-checks every CONNECTED store, as KMS does every few minutes. Results are logged
+/// and counted; they never change a store's state.
+fn periodic_health_checks(kms: &Kms) {
+    let Ok(stores) = kms.storage.connected_custom_key_stores() else {
+        return;
+    };
+    for s in stores {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let outcome = crate::ops::target_secret(kms, &s)
+            .map_err(|e| e.message)
+            .and_then(|secret| {
+                crate::ops::health_check(kms, &s.region, &request_id, &s, &secret, "KmsHealthCheck")
+                    .map_err(|e| e.to_string())
+            });
+        match outcome {
+            Ok(()) => {
+                kms.health_checks_ok
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(custom_key_store = %s.id, kms_request_id = %request_id, "periodic health check ok");
+            }
+            Err(e) => {
+                kms.health_checks_failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(custom_key_store = %s.id, kms_request_id = %request_id, error = %e, "periodic health check failed");
+            }
+        }
+    }
+}
+
 /// Builds the service from a config.
 pub fn build(cfg: &FrontendConfig) -> Result<Kms, RunError> {
     if let Some(dir) = cfg.storage_path.parent() {
@@ -58,6 +115,9 @@ pub fn build(cfg: &FrontendConfig) -> Result<Kms, RunError> {
         callers: Callers::from_config(cfg),
         clock: Clock::system(),
         max_keys: cfg.max_keys_per_region,
+        xks: xks_client(&cfg.xks)?,
+        health_checks_ok: Default::default(),
+        health_checks_failed: Default::default(),
     })
 }
 
@@ -99,6 +159,17 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
             tick.tick().await;
             let k = sweeper.clone();
             let _ = tokio::task::spawn_blocking(move || k.sweep_deletions()).await;
+        }
+    });
+    let checker = kms.clone();
+    let interval = cfg.xks.health_check_interval;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let k = checker.clone();
+            let _ = tokio::task::spawn_blocking(move || periodic_health_checks(&k)).await;
         }
     });
     println!("kms-frontend listening on {scheme}://{local}");

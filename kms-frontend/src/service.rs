@@ -21,6 +21,12 @@ pub struct Kms {
     pub clock: Clock,
     /// KMS keys per account and Region.
     pub max_keys: u64,
+    /// The client for external key store proxies.
+    pub xks: crate::xks_client::XksClient,
+    /// Periodic proxy health checks that succeeded.
+    pub health_checks_ok: std::sync::atomic::AtomicU64,
+    /// Periodic proxy health checks that failed.
+    pub health_checks_failed: std::sync::atomic::AtomicU64,
 }
 
 /// Maps a storage error to the KMS error callers see. The only such mapping.
@@ -50,15 +56,34 @@ pub enum KeyRef {
 }
 
 impl Kms {
-    /// Runs one operation for an authenticated caller.
+    /// Runs one operation for an authenticated caller (on the blocking pool).
     pub fn handle(
-        &self,
+        self: &Arc<Self>,
         operation: &str,
         caller: &Caller,
         body: &[u8],
     ) -> Result<serde_json::Value, KmsError> {
         self.sweep_deletions();
         crate::ops::dispatch(self, operation, caller, body)
+    }
+
+    /// A key's state as callers see it: keys of a custom key store that is not CONNECTED are
+    /// `Unavailable` (except while pending deletion).
+    pub fn effective_state(&self, key: &KeyRecord) -> String {
+        if let Some(store_id) = &key.custom_key_store_id
+            && key.key_state != KEY_STATE_PENDING_DELETION
+        {
+            let connected = self
+                .storage
+                .get_custom_key_store(&key.account_id, &key.region, store_id)
+                .ok()
+                .flatten()
+                .is_some_and(|s| s.connection_state == crate::storage::CONNECTION_STATE_CONNECTED);
+            if !connected {
+                return "Unavailable".to_owned();
+            }
+        }
+        key.key_state.clone()
     }
 
     /// Deletes keys whose deletion window has ended.

@@ -54,8 +54,8 @@ fn context(
 }
 
 /// The key is usable for symmetric encryption in its current state.
-fn usable(key: &KeyRecord, op: &str) -> Result<(), KmsError> {
-    match KeyState::parse(&key.key_state) {
+fn usable(kms: &Kms, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
+    match KeyState::parse(&kms.effective_state(key)) {
         Some(KeyState::Enabled) => {}
         Some(KeyState::Disabled) => {
             return Err(KmsError::client(
@@ -112,21 +112,135 @@ fn material(kms: &Kms, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> 
 
 fn encrypt_with(
     kms: &Kms,
+    caller: &Caller,
     key: &KeyRecord,
     plaintext: &[u8],
     ctx: &BTreeMap<String, String>,
+    op: &str,
 ) -> Result<Vec<u8>, KmsError> {
-    if key.origin != Origin::AwsKms.as_str() && key.origin != Origin::External.as_str() {
-        return Err(KmsError::client(
-            "UnsupportedOperationException",
-            format!(
-                "{} is in a custom key store, which this front end does not serve yet.",
-                key.arn
-            ),
-        ));
-    }
     let m = material(kms, key)?;
+    if key.origin == Origin::ExternalKeyStore.as_str() {
+        return xks_encrypt(kms, caller, key, &m, plaintext, ctx, op);
+    }
     crypto::encrypt_blob(&key.key_id, &m, plaintext, ctx)
+}
+
+/// The store, proxy target secret and request metadata for a proxy call on `key`.
+fn proxy_call_parts(
+    kms: &Kms,
+    caller: &Caller,
+    key: &KeyRecord,
+    op: &str,
+) -> Result<
+    (
+        crate::storage::CustomKeyStoreRecord,
+        Zeroizing<String>,
+        xks_api::types::RequestMetadata,
+    ),
+    KmsError,
+> {
+    let unavailable = || KmsError::invalid_state(format!("{} is unavailable.", key.arn));
+    let store_id = key.custom_key_store_id.as_deref().ok_or_else(unavailable)?;
+    let store = kms
+        .storage
+        .get_custom_key_store(&key.account_id, &key.region, store_id)
+        .map_err(crate::service::storage_error)?
+        .filter(|s| s.connection_state == crate::storage::CONNECTION_STATE_CONNECTED)
+        .ok_or_else(unavailable)?;
+    let secret = crate::ops::target_secret(kms, &store)?;
+    let meta = xks_api::types::RequestMetadata {
+        kms_request_id: caller.request_id.clone(),
+        kms_operation: op.to_owned(),
+        aws_principal_arn: Some(caller.principal_arn.clone()),
+        aws_source_vpc: None,
+        aws_source_vpce: None,
+        kms_key_arn: Some(key.arn.clone()),
+        kms_via_service: None,
+    };
+    Ok((store, secret, meta))
+}
+
+/// Double encryption: the inner layer with the KMS key material, the outer one by the
+/// proxy with the external key (see `crate::xks` for the blob).
+fn xks_encrypt(
+    kms: &Kms,
+    caller: &Caller,
+    key: &KeyRecord,
+    material: &[u8],
+    plaintext: &[u8],
+    ctx: &BTreeMap<String, String>,
+    op: &str,
+) -> Result<Vec<u8>, KmsError> {
+    let canonical = crypto::canonical_context(ctx);
+    let mut inner_aad = crate::xks::header(&key.key_id)?;
+    inner_aad.extend_from_slice(&canonical);
+    let (inner_iv, inner) = crypto::inner_seal(material, &inner_aad, plaintext)?;
+    let proxy_aad = crate::xks::proxy_aad(&key.key_id, &canonical)?;
+    let (store, secret, meta) = proxy_call_parts(kms, caller, key, op)?;
+    let target = crate::xks_client::ProxyTarget {
+        uri_endpoint: &store.uri_endpoint,
+        uri_path: &store.uri_path,
+        access_key_id: &store.access_key_id,
+        secret: &secret,
+        region: &caller.region,
+    };
+    let xks_key_id = key.xks_key_id.as_deref().unwrap_or_default();
+    let out = tokio::runtime::Handle::current()
+        .block_on(
+            kms.xks
+                .encrypt(&target, xks_key_id, meta, &inner, &proxy_aad),
+        )
+        .map_err(|e| crate::xks::surface(crate::xks::CallSite::Crypto, &e))?;
+    let mut proxy_tag = [0u8; 16];
+    proxy_tag.copy_from_slice(out.authentication_tag.as_slice());
+    crate::xks::XksBlob {
+        key_id: key.key_id.clone(),
+        inner_iv,
+        proxy_iv: out.initialization_vector.0,
+        proxy_tag,
+        metadata: out.ciphertext_metadata.map(|m| m.0).unwrap_or_default(),
+        proxy_ciphertext: out.ciphertext.0,
+    }
+    .encode()
+}
+
+/// Removes both layers of a double-encryption blob.
+fn xks_decrypt(
+    kms: &Kms,
+    caller: &Caller,
+    key: &KeyRecord,
+    blob: &crate::xks::XksBlob,
+    ctx: &BTreeMap<String, String>,
+    op: &str,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    let canonical = crypto::canonical_context(ctx);
+    let proxy_aad = crate::xks::proxy_aad(&key.key_id, &canonical)?;
+    let (store, secret, meta) = proxy_call_parts(kms, caller, key, op)?;
+    let target = crate::xks_client::ProxyTarget {
+        uri_endpoint: &store.uri_endpoint,
+        uri_path: &store.uri_path,
+        access_key_id: &store.access_key_id,
+        secret: &secret,
+        region: &caller.region,
+    };
+    let xks_key_id = key.xks_key_id.as_deref().unwrap_or_default();
+    let metadata = (!blob.metadata.is_empty()).then_some(&blob.metadata[..]);
+    let inner = tokio::runtime::Handle::current()
+        .block_on(kms.xks.decrypt(
+            &target,
+            xks_key_id,
+            meta,
+            &blob.proxy_ciphertext,
+            metadata,
+            &blob.proxy_iv,
+            &blob.proxy_tag,
+            &proxy_aad,
+        ))
+        .map_err(|e| crate::xks::surface(crate::xks::CallSite::Crypto, &e))?;
+    let m = material(kms, key)?;
+    let mut inner_aad = crate::xks::header(&key.key_id)?;
+    inner_aad.extend_from_slice(&canonical);
+    crypto::inner_open(&m, &blob.inner_iv, &inner_aad, &inner)
 }
 
 fn check_algorithm(v: &mut Violations, member: &str, alg: Option<&str>) -> Result<(), KmsError> {
@@ -188,14 +302,16 @@ pub(super) fn encrypt(kms: &Kms, caller: &Caller, input: EncryptInput) -> Result
     let ctx = context(&mut v, "encryptionContext", input.encryption_context);
     v.finish()?;
     let key = kms.find_key(caller, key_id?, KeyRef::KeyOrAlias)?;
-    usable(&key, "Encrypt")?;
+    usable(kms, &key, "Encrypt")?;
     algo?;
     dry_run(input.dry_run)?;
     let blob = encrypt_with(
         kms,
+        caller,
         &key,
         plaintext.as_deref().map_or(&[][..], |p| &p[..]),
         &ctx,
+        "Encrypt",
     )?;
     Ok(
         json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
@@ -211,7 +327,14 @@ fn open_blob(
     expected: Option<&str>,
     op: &str,
 ) -> Result<(KeyRecord, Zeroizing<Vec<u8>>), KmsError> {
-    let named = crypto::blob_key_id(blob)?;
+    let xks_blob = match crate::xks::blob_format(blob) {
+        Some(crate::xks::FORMAT_XKS) => Some(crate::xks::XksBlob::decode(blob)?),
+        _ => None,
+    };
+    let named = match &xks_blob {
+        Some(b) => b.key_id.as_str(),
+        None => crypto::blob_key_id(blob)?,
+    };
     let key = kms.find_key(caller, named, KeyRef::KeyOnly).map_err(|e| {
         if e.name == "NotFoundException" {
             KmsError::client(
@@ -231,7 +354,23 @@ fn open_blob(
             ));
         }
     }
-    usable(&key, op)?;
+    usable(kms, &key, op)?;
+    if let Some(b) = &xks_blob {
+        if key.origin != Origin::ExternalKeyStore.as_str() {
+            return Err(KmsError::client(
+                "InvalidCiphertextException",
+                "The ciphertext is not valid.",
+            ));
+        }
+        let plaintext = xks_decrypt(kms, caller, &key, b, ctx, op)?;
+        return Ok((key, plaintext));
+    }
+    if key.origin == Origin::ExternalKeyStore.as_str() {
+        return Err(KmsError::client(
+            "InvalidCiphertextException",
+            "The ciphertext is not valid.",
+        ));
+    }
     let m = material(kms, &key)?;
     let plaintext = crypto::decrypt_blob(blob, &m, ctx)?;
     Ok((key, plaintext))
@@ -347,6 +486,7 @@ pub(super) fn generate_data_key(
     }
     let key = kms.find_key(caller, key_id?, KeyRef::KeyOrAlias)?;
     usable(
+        kms,
         &key,
         if with_plaintext {
             "GenerateDataKey"
@@ -358,7 +498,12 @@ pub(super) fn generate_data_key(
     let mut data_key = Zeroizing::new(vec![0u8; n]);
     getrandom::fill(&mut data_key)
         .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
-    let blob = encrypt_with(kms, &key, &data_key, &ctx)?;
+    let op = if with_plaintext {
+        "GenerateDataKey"
+    } else {
+        "GenerateDataKeyWithoutPlaintext"
+    };
+    let blob = encrypt_with(kms, caller, &key, &data_key, &ctx, op)?;
     let mut out = json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn});
     if with_plaintext {
         out["Plaintext"] = json!(b64(&data_key));
@@ -425,9 +570,9 @@ pub(super) fn re_encrypt(
         input.source_key_id.as_deref(),
         "ReEncrypt",
     )?;
-    usable(&dest, "ReEncrypt")?;
+    usable(kms, &dest, "ReEncrypt")?;
     dry_run(input.dry_run)?;
-    let out = encrypt_with(kms, &dest, &plaintext, &dst_ctx)?;
+    let out = encrypt_with(kms, caller, &dest, &plaintext, &dst_ctx, "ReEncrypt")?;
     Ok(json!({
         "CiphertextBlob": b64(&out),
         "SourceKeyId": source.arn,

@@ -83,10 +83,11 @@ pub(super) fn tag_rules(tags: &[(String, String)], existing: usize) -> Result<()
     if tags.len() + existing > 50 {
         return Err(KmsError::client("TagException", "Too many tags"));
     }
-    if tags
-        .iter()
-        .any(|(k, _)| k.as_bytes().get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"aws:")))
-    {
+    if tags.iter().any(|(k, _)| {
+        k.as_bytes()
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case(b"aws:"))
+    }) {
         return Err(KmsError::client(
             "TagException",
             "Tags beginning with aws: are reserved",
@@ -233,6 +234,7 @@ pub(super) fn create_key(
         }
         _ => {}
     }
+    let mut xks_store = None;
     if origin.is_custom_key_store() {
         if multi_region {
             return Err(KmsError::client(
@@ -255,12 +257,35 @@ pub(super) fn create_key(
                 origin.as_str()
             )));
         };
-        // No custom key store exists in this release of the front end (external key stores
-        // arrive with issue 5; CloudHSM clusters cannot exist here).
-        return Err(KmsError::client(
-            "CustomKeyStoreNotFoundException",
-            format!("Custom key store {store_id} is not found."),
-        ));
+        let store = kms
+            .storage
+            .get_custom_key_store(&caller.account_id, &caller.region, store_id)
+            .map_err(storage_error)?
+            .ok_or_else(|| {
+                KmsError::client(
+                    "CustomKeyStoreNotFoundException",
+                    format!("Custom key store {store_id} is not found."),
+                )
+            })?;
+        if origin == Origin::AwsCloudhsm {
+            // Only external key stores can exist here (no CloudHSM clusters).
+            return Err(KmsError::client(
+                "UnsupportedOperationException",
+                format!(
+                    "Origin AWS_CLOUDHSM needs an AWS CloudHSM key store; {store_id} is an external key store."
+                ),
+            ));
+        }
+        if store.connection_state != crate::storage::CONNECTION_STATE_CONNECTED {
+            return Err(KmsError::client(
+                "CustomKeyStoreInvalidStateException",
+                format!(
+                    "Custom key store {store_id} is not connected (ConnectionState {}).",
+                    store.connection_state
+                ),
+            ));
+        }
+        xks_store = Some(store);
     } else if input.custom_key_store_id.is_some() {
         return Err(KmsError::validation(
             "CustomKeyStoreId is valid only when the Origin is AWS_CLOUDHSM or EXTERNAL_KEY_STORE.",
@@ -280,6 +305,16 @@ pub(super) fn create_key(
         None => policy::default_policy(caller.partition, &caller.account_id),
     };
 
+    // The external key must exist and meet KMS's requirements (asked of the proxy).
+    if let Some(store) = &xks_store {
+        check_external_key(
+            kms,
+            caller,
+            store,
+            input.xks_key_id.as_deref().unwrap_or_default(),
+        )?;
+    }
+
     // 3. Key material, sealed, and the record: nothing is stored before this point.
     let key_id = model::new_key_id(multi_region);
     let arn = model::key_arn(
@@ -294,7 +329,8 @@ pub(super) fn create_key(
         let material =
             crate::material::generate(spec).map_err(|e| KmsError::internal(e.to_string()))?;
         let sealed = crate::crypto::seal_material(&kms.root, &arn, material.secret())?;
-        let material_id = spec.is_symmetric_encryption().then(|| material_id(&arn, 1));
+        let material_id = (spec.is_symmetric_encryption() && origin == Origin::AwsKms)
+            .then(|| material_id(&arn, 1));
         (KeyState::Enabled, Some(sealed), material_id)
     };
     let record = KeyRecord {
@@ -311,8 +347,8 @@ pub(super) fn create_key(
         deletion_date_ms: None,
         pending_window_days: None,
         multi_region,
-        custom_key_store_id: None,
-        xks_key_id: None,
+        custom_key_store_id: xks_store.as_ref().map(|s| s.id.clone()),
+        xks_key_id: xks_store.as_ref().and(input.xks_key_id.clone()),
         policy: policy_text,
         sealed_material: sealed,
         material_id,
@@ -328,9 +364,62 @@ pub(super) fn create_key(
                     caller.account_id, caller.region, kms.max_keys
                 ),
             ),
+                        crate::storage::StorageError::NotFound => KmsError::client(
+                "CustomKeyStoreNotFoundException",
+                "The custom key store was deleted while the key was being created.",
+            ),
             other => storage_error(other),
         })?;
     Ok(json!({ "KeyMetadata": metadata(&record) }))
+}
+
+/// Asks the proxy for the external key's metadata (kmsOperation `CreateKey`) and applies
+/// KMS's requirements, with AWS's messages.
+fn check_external_key(
+    kms: &Kms,
+    caller: &Caller,
+    store: &crate::storage::CustomKeyStoreRecord,
+    xks_key_id: &str,
+) -> Result<(), KmsError> {
+    let secret = crate::ops::target_secret(kms, store)?;
+    let target = crate::xks_client::ProxyTarget {
+        uri_endpoint: &store.uri_endpoint,
+        uri_path: &store.uri_path,
+        access_key_id: &store.access_key_id,
+        secret: &secret,
+        region: &caller.region,
+    };
+    let meta = xks_api::types::RequestMetadata {
+        kms_request_id: caller.request_id.clone(),
+        kms_operation: "CreateKey".into(),
+        aws_principal_arn: Some(caller.principal_arn.clone()),
+        aws_source_vpc: None,
+        aws_source_vpce: None,
+        kms_key_arn: None,
+        kms_via_service: None,
+    };
+    let m = tokio::runtime::Handle::current()
+        .block_on(kms.xks.get_key_metadata(&target, xks_key_id, meta))
+        .map_err(|e| crate::xks::surface(crate::xks::CallSite::CreateKey, &e))?;
+    let invalid = |msg: String| KmsError::client("XksKeyInvalidConfigurationException", msg);
+    if m.key_spec != "AES_256" {
+        return Err(invalid(format!(
+            "The key spec of the external key must be AES_256. The key spec of specified external key is {}.",
+            m.key_spec
+        )));
+    }
+    if m.key_status != xks_api::types::KeyStatus::Enabled {
+        return Err(invalid(
+            "The status of the external key must be ENABLED. The status of specified external key is DISABLED.".into(),
+        ));
+    }
+    if !(m.key_usage.iter().any(|u| u == "ENCRYPT") && m.key_usage.iter().any(|u| u == "DECRYPT")) {
+        return Err(invalid(format!(
+            "The key usage of the external key must include ENCRYPT and DECRYPT. The key use of specified external key is {}.",
+            m.key_usage.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// `CurrentKeyMaterialId`: 64 hex characters naming a key's material version.
@@ -392,7 +481,8 @@ pub(super) fn describe_key(
     input: KeyIdInput,
 ) -> Result<Value, KmsError> {
     let key_id = required_key_id(input.key_id.as_deref())?;
-    let key = kms.find_key(caller, key_id, KeyRef::KeyOrAlias)?;
+    let mut key = kms.find_key(caller, key_id, KeyRef::KeyOrAlias)?;
+    key.key_state = kms.effective_state(&key);
     Ok(json!({ "KeyMetadata": metadata(&key) }))
 }
 
