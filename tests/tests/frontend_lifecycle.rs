@@ -300,6 +300,10 @@ out['enc_max'] = len(call('encrypt', KeyId=a, Plaintext=b'x' * 4096)['ok']['Ciph
 out['random'] = len(call('generate_random', NumberOfBytes=32)['ok']['Plaintext'])
 out['random_big'] = call('generate_random', NumberOfBytes=1025)
 out['dry_run'] = call('encrypt', KeyId=a, Plaintext=b'x', DryRun=True)
+ext = call('create_key', Origin='EXTERNAL')['ok']['KeyMetadata']
+out['ext_state'] = ext['KeyState']
+out['enc_pending_import'] = call('encrypt', KeyId=ext['KeyId'], Plaintext=b'x')
+out['enable_pending_import'] = call('enable_key', KeyId=ext['KeyId'])
 out['a'] = a; out['b'] = b
 print(json.dumps(out, default=str))
 "#;
@@ -340,6 +344,14 @@ print(json.dumps(out, default=str))
     assert_eq!(out["random"], 32);
     err(&out["random_big"], "ValidationException");
     err(&out["dry_run"], "DryRunOperationException");
+    assert_eq!(out["ext_state"], "PendingImport");
+    err(&out["enc_pending_import"], "KMSInvalidStateException");
+    assert!(
+        out["enc_pending_import"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is pending import"))
+    );
+    err(&out["enable_pending_import"], "KMSInvalidStateException");
 }
 
 #[test]

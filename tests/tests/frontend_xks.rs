@@ -239,6 +239,8 @@ sid = create_store()['ok']['CustomKeyStoreId']
 connect(sid)
 kid = call('create_key', Origin='EXTERNAL_KEY_STORE', CustomKeyStoreId=sid, XksKeyId='ext-1')['ok']['KeyMetadata']['KeyId']
 out = {'sid': sid, 'kid': kid}
+out['random_in_store'] = call('generate_random', NumberOfBytes=8, CustomKeyStoreId=sid)
+out['random_no_store'] = call('generate_random', NumberOfBytes=8, CustomKeyStoreId='cks-00000000000000000')
 out['schedule'] = call('schedule_key_deletion', KeyId=kid, PendingWindowInDays=7)
 out['reuse_pending'] = call('create_key', Origin='EXTERNAL_KEY_STORE', CustomKeyStoreId=sid, XksKeyId='ext-1')
 call('disconnect_custom_key_store', CustomKeyStoreId=sid)
@@ -247,6 +249,8 @@ print(json.dumps(out, default=str))
 "#,
     );
     let out = f.boto3(f.alice(), "us-east-1", &s, &[&akid, &secret]);
+    err(&out["random_in_store"], "UnsupportedOperationException");
+    err(&out["random_no_store"], "CustomKeyStoreNotFoundException");
     ok(&out["schedule"]);
     err(&out["reuse_pending"], "XksKeyAlreadyInUseException");
     err(&out["delete_with_keys"], "CustomKeyStoreHasCMKsException");

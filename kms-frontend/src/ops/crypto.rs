@@ -590,8 +590,11 @@ pub(super) struct RandomInput {
     recipient: Option<Value>,
 }
 
-pub(super) fn generate_random(kms: &Kms, input: RandomInput) -> Result<Value, KmsError> {
-    let _ = kms;
+pub(super) fn generate_random(
+    kms: &Kms,
+    caller: &Caller,
+    input: RandomInput,
+) -> Result<Value, KmsError> {
     let mut v = Violations::new();
     if let Some(n) = input.number_of_bytes {
         v.range(n, "numberOfBytes", 1, 1024);
@@ -604,10 +607,23 @@ pub(super) fn generate_random(kms: &Kms, input: RandomInput) -> Result<Value, Km
         return Err(KmsError::validation("NumberOfBytes is required."));
     };
     if let Some(id) = &input.custom_key_store_id {
-        return Err(KmsError::client(
-            "CustomKeyStoreNotFoundException",
-            format!("Custom key store {id} is not found."),
-        ));
+        let exists = kms
+            .storage
+            .get_custom_key_store(&caller.account_id, &caller.region, id)
+            .map_err(crate::service::storage_error)?
+            .is_some();
+        // Only external key stores can exist here, and KMS refuses GenerateRandom on them.
+        return Err(if exists {
+            KmsError::client(
+                "UnsupportedOperationException",
+                format!("GenerateRandom is not supported in external key store {id}."),
+            )
+        } else {
+            KmsError::client(
+                "CustomKeyStoreNotFoundException",
+                format!("Custom key store {id} is not found."),
+            )
+        });
     }
     if input.recipient.is_some() {
         return Err(KmsError::client(

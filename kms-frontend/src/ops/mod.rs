@@ -55,7 +55,7 @@ pub fn dispatch(
             crypto::generate_data_key(kms, caller, parse(body)?, false)
         }
         "ReEncrypt" => crypto::re_encrypt(kms, caller, parse(body)?),
-        "GenerateRandom" => crypto::generate_random(kms, parse(body)?),
+        "GenerateRandom" => crypto::generate_random(kms, caller, parse(body)?),
         _ => Err(unknown_operation(operation)),
     }
 }
