@@ -47,6 +47,35 @@ impl Drop for Group {
     }
 }
 
+fn free_port(consecutive: u16) -> u16 {
+    (0..100)
+        .find_map(|_| {
+            let a = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
+            let p = a.local_addr().ok()?.port();
+            let _held: Vec<_> = (1..consecutive)
+                .map(|i| std::net::TcpListener::bind(("127.0.0.1", p.checked_add(i)?)).ok())
+                .collect::<Option<Vec<_>>>()?;
+            Some(p)
+        })
+        .expect("free ports")
+}
+
+/// The lines of `text` from the first starting with `start` through its `\` continuations.
+fn command_block(text: &str, start: &str) -> String {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with(start))
+    {
+        out.push(line.to_owned());
+        if !line.ends_with('\\') {
+            break;
+        }
+    }
+    out.join("\n")
+}
+
 #[test]
 fn the_readme_start_command_works_in_a_fresh_home() {
     let (start, _) = readme_commands();
@@ -55,24 +84,21 @@ fn the_readme_start_command_works_in_a_fresh_home() {
     let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| format!("{real_home}/.cargo"));
     let rustup_home =
         std::env::var("RUSTUP_HOME").unwrap_or_else(|_| format!("{real_home}/.rustup"));
-    // The local setup puts the admin listener on the next port: find two free ones.
-    let port = (0..100)
-        .find_map(|_| {
-            let a = std::net::TcpListener::bind("127.0.0.1:0").ok()?;
-            let p = a.local_addr().ok()?.port();
-            std::net::TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
-            Some(p)
-        })
-        .expect("two free ports");
+    // The proxy's local setup puts its admin listener on the next port.
+    let proxy_port = free_port(2);
+    let frontend_port = free_port(1);
     let mut child = Command::new("bash")
         .args(["-c", &start])
         .current_dir(testkit::bins::workspace_root())
         .env("HOME", home.path())
         .env("CARGO_HOME", cargo_home)
         .env("RUSTUP_HOME", rustup_home)
-        .env("XKS_PROXY_LISTEN", format!("127.0.0.1:{port}"))
+        .env("XKS_PROXY_LISTEN", format!("127.0.0.1:{proxy_port}"))
+        .env("KMS_FRONTEND_LISTEN", format!("127.0.0.1:{frontend_port}"))
         .env_remove("XKS_PROXY_HOME")
         .env_remove("XKS_PROXY_CONFIG")
+        .env_remove("KMS_FRONTEND_HOME")
+        .env_remove("KMS_FRONTEND_CONFIG")
         .stdout(Stdio::piped())
         .stderr(Stdio::from(
             std::fs::File::create(home.path().join("start.log")).expect("log file"),
@@ -88,7 +114,8 @@ fn the_readme_start_command_works_in_a_fresh_home() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             text.push_str(&line);
             text.push('\n');
-            if line.contains("listening on") {
+            if text.contains("xks-proxy listening on") && text.contains("kms-frontend listening on")
+            {
                 let _ = tx.send(text.clone());
             }
         }
@@ -98,32 +125,28 @@ fn the_readme_start_command_works_in_a_fresh_home() {
     let printed = rx
         .recv_timeout(Duration::from_secs(900))
         .expect("the start command printed nothing");
+    let log = || std::fs::read_to_string(home.path().join("start.log")).unwrap_or_default();
     assert!(
-        printed.contains("listening on https://"),
+        printed.contains("xks-proxy listening on https://")
+            && printed.contains("kms-frontend listening on https://"),
         "did not start:\n{printed}\n{}",
-        std::fs::read_to_string(home.path().join("start.log")).unwrap_or_default()
+        log()
     );
-    assert!(home.path().join(".xks-proxy/config.toml").exists());
-    let root_key =
-        std::fs::read_to_string(home.path().join(".xks-proxy/secrets/root.key")).expect("root key");
-    assert!(
-        !printed.contains(root_key.trim()),
-        "the root key must never be printed"
-    );
-    let secret = std::fs::read_to_string(home.path().join(".xks-proxy/secrets/default.secret"))
-        .expect("secret");
-    assert!(
-        !printed.contains(secret.trim()),
-        "the secret is referenced by file, not printed"
-    );
+    for secret in [
+        ".xks-proxy/secrets/root.key",
+        ".xks-proxy/secrets/default.secret",
+        ".kms-frontend/secrets/root.key",
+        ".kms-frontend/secrets/dev.secret",
+    ] {
+        let value = std::fs::read_to_string(home.path().join(secret)).expect("secret file");
+        assert!(
+            !printed.contains(value.trim()),
+            "{secret} must never be printed"
+        );
+    }
 
-    // The printed curl line, pasted as is.
-    let curl: String = printed
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("curl "))
-        .take_while(|l| !l.contains("listening on"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    // The proxy's printed curl line, pasted as is.
+    let curl = command_block(&printed, "curl ");
     assert!(curl.contains("--aws-sigv4"), "no curl line in:\n{printed}");
     let out = Command::new("bash")
         .args(["-c", &curl])
@@ -132,11 +155,42 @@ fn the_readme_start_command_works_in_a_fresh_home() {
         .expect("run curl");
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
+        body.contains("\"healthStatus\":\"ACTIVE\""),
         "{body}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(body.contains("\"healthStatus\":\"ACTIVE\""), "{body}");
+
+    // The front end's printed export lines, then the printed external key store commands.
+    let exports: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("export "))
+        .collect();
+    let create_store = command_block(&printed, "aws kms create-custom-key-store");
+    let connect =
+        command_block(&printed, "aws kms connect-custom-key-store").replace("<the id>", "$ID");
+    let create_key = command_block(&printed, "aws kms create-key --origin EXTERNAL_KEY_STORE")
+        .replace("<the id>", "$ID");
+    let flow = format!(
+        "set -e\n{}\nexport AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null\nID=$({create_store} --query CustomKeyStoreId --output text)\n{connect}\nfor i in $(seq 100); do S=$(aws kms describe-custom-key-stores --endpoint-url https://localhost:{frontend_port} --custom-key-store-id $ID --query 'CustomKeyStores[0].ConnectionState' --output text); [ \"$S\" = CONNECTED ] && break; sleep 0.1; done\n{create_key} --output json\n",
+        exports.join("\n")
+    );
+    let out = Command::new("bash")
+        .args(["-c", &flow])
+        .env("HOME", home.path())
+        .output()
+        .expect("run aws");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{flow}\n{stdout}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        log()
+    );
+    assert!(
+        stdout.contains("\"Origin\": \"EXTERNAL_KEY_STORE\"") && stdout.contains("demo-key-1"),
+        "{stdout}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }
