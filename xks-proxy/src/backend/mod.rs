@@ -12,6 +12,8 @@
 pub mod embedded;
 #[cfg(feature = "test-hooks")]
 pub mod faulty;
+pub mod pkcs11;
+pub mod transit;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,0 +1,1 @@
+//! Vault/OpenBao Transit backend (being written).
