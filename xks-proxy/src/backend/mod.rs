@@ -12,6 +12,7 @@
 pub mod embedded;
 #[cfg(feature = "test-hooks")]
 pub mod faulty;
+pub mod overlay;
 pub mod pkcs11;
 pub mod transit;
 
