@@ -404,23 +404,41 @@ pub(super) fn create(kms: &Kms, caller: &Caller, input: CreateInput) -> Result<V
     Ok(json!({"CustomKeyStoreId": id}))
 }
 
-/// Name and endpoint+path uniqueness, answered before any proxy call (the database still
-/// enforces them at insert).
+/// Name, endpoint+path and VPC endpoint service uniqueness, answered before any proxy
+/// call (the database still enforces them at insert).
 fn check_unique(
     kms: &Kms,
     caller: &Caller,
     r: &CustomKeyStoreRecord,
     except: Option<&str>,
 ) -> Result<(), KmsError> {
-    if let Some(other) = kms
-        .storage
-        .get_custom_key_store_by_name(&caller.account_id, &caller.region, &r.name)
-        .map_err(storage_error)?
-        && Some(other.id.as_str()) != except
-    {
-        return Err(uniqueness_error(StorageError::AlreadyExists("name".into())));
+    let mut marker: Option<String> = None;
+    loop {
+        let page = kms
+            .storage
+            .list_custom_key_stores(&caller.account_id, &caller.region, marker.as_deref(), 100)
+            .map_err(storage_error)?;
+        for other in page.items.iter().filter(|o| Some(o.id.as_str()) != except) {
+            let clash = if other.name == r.name {
+                Some("name")
+            } else if other.uri_endpoint == r.uri_endpoint && other.uri_path == r.uri_path {
+                Some("endpoint")
+            } else if r.vpc_endpoint_service_name.is_some()
+                && other.vpc_endpoint_service_name == r.vpc_endpoint_service_name
+            {
+                Some("vpc endpoint service")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
+                return Err(uniqueness_error(StorageError::AlreadyExists(what.into())));
+            }
+        }
+        match page.next_marker {
+            Some(m) => marker = Some(m),
+            None => return Ok(()),
+        }
     }
-    Ok(())
 }
 
 fn entry(s: &CustomKeyStoreRecord) -> Value {
