@@ -13,8 +13,8 @@ use xks_api::types::KeyStatus;
 use zeroize::Zeroizing;
 
 use super::{
-    BackendFuture, BackendHealth, BackendIdentity, DecryptInput, EncryptInput,
-    EncryptOutput, IvSource, KeyBackend, KeyInfo,
+    BackendFuture, BackendHealth, BackendIdentity, DecryptInput, EncryptInput, EncryptOutput,
+    IvSource, KeyBackend, KeyInfo,
 };
 
 /// The contents of a key status file.
@@ -45,16 +45,22 @@ impl KeyStatusFile {
 
     /// Writes the file atomically and durably (temp file, fsync, rename, fsync directory).
     pub fn write(&self, path: &Path) -> Result<(), String> {
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let tmp = dir.join(format!(
             ".{}.tmp-{}",
-            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             std::process::id()
         ));
         let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&tmp);
-        root_key::write_new_private_file(&tmp, text.as_bytes()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        root_key::write_new_private_file(&tmp, text.as_bytes())
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
         std::fs::File::open(dir)
             .and_then(|d| d.sync_all())
@@ -87,7 +93,9 @@ impl StatusOverlay {
         if cur.0 != now {
             match KeyStatusFile::read(&self.file) {
                 Ok(s) => self.cache.store(Arc::new((now, s))),
-                Err(e) => tracing::error!(error = %e, "key status file cannot be read; keeping the last one"),
+                Err(e) => {
+                    tracing::error!(error = %e, "key status file cannot be read; keeping the last one")
+                }
             }
         }
         self.cache.load().1.disabled.contains(key_id.as_str())
@@ -137,7 +145,6 @@ pub fn set_disabled(file: &Path, key_id: &str, disabled: bool) -> Result<(), Str
     s.write(file)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,12 +153,18 @@ mod tests {
     fn status_file_round_trips_and_missing_means_none_disabled() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("sub/keys.status");
-        assert_eq!(KeyStatusFile::read(&f).expect("missing is fine"), KeyStatusFile::default());
+        assert_eq!(
+            KeyStatusFile::read(&f).expect("missing is fine"),
+            KeyStatusFile::default()
+        );
         set_disabled(&f, "k1", true).expect("disable");
         set_disabled(&f, "k2", true).expect("disable");
         set_disabled(&f, "k1", false).expect("enable");
         let s = KeyStatusFile::read(&f).expect("read");
-        assert_eq!(s.disabled.into_iter().collect::<Vec<_>>(), vec!["k2".to_owned()]);
+        assert_eq!(
+            s.disabled.into_iter().collect::<Vec<_>>(),
+            vec!["k2".to_owned()]
+        );
         std::fs::write(&f, "not json").expect("write");
         assert!(KeyStatusFile::read(&f).is_err());
     }
