@@ -56,6 +56,14 @@ struct Raw {
     accounts: Vec<RawAccount>,
     #[serde(default)]
     xks: RawXks,
+    #[serde(default)]
+    admin: RawAdmin,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +159,8 @@ pub struct FrontendConfig {
     pub accounts: Vec<Account>,
     /// How the front end reaches XKS proxies.
     pub xks: XksSettings,
+    /// The admin listener (`/metrics`, `/ping`; plain HTTP, keep it on loopback), if any.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// How the front end reaches XKS proxies.
@@ -360,6 +370,11 @@ impl FrontendConfig {
                 raw.xks.health_check_interval_seconds.unwrap_or(60).max(1),
             ),
         };
+        let admin_listen = raw.admin.listen.as_deref().and_then(|a| {
+            a.parse::<SocketAddr>()
+                .map_err(|_| problems.push(format!("admin.listen: '{a}' is not an address")))
+                .ok()
+        });
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -379,6 +394,7 @@ impl FrontendConfig {
             log_level: raw.logging.level.unwrap_or_else(|| "info".into()),
             accounts,
             xks,
+            admin_listen,
         })
     }
 }

@@ -173,6 +173,16 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
         }
     });
     println!("kms-frontend listening on {scheme}://{local}");
+    if let Some(addr) = cfg.admin_listen {
+        let l = https_server::bind(addr)
+            .await
+            .map_err(|source| RunError::Bind { addr, source })?;
+        let a = l
+            .local_addr()
+            .map_err(|source| RunError::Bind { addr, source })?;
+        println!("kms-frontend admin listening on http://{a}");
+        tokio::spawn(serve_admin(l, kms.clone()));
+    }
     let limits = https_server::ConnectionLimits {
         max_connections: 4096,
         idle_timeout: std::time::Duration::from_secs(60),
@@ -187,6 +197,31 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
     )
     .await;
     Ok(())
+}
+
+async fn serve_admin(listener: tokio::net::TcpListener, kms: Arc<Kms>) {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route("/ping", get(|| async { "pong from kms-frontend" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let k = kms.clone();
+                async move {
+                    let ok = k.health_checks_ok.load(std::sync::atomic::Ordering::Relaxed);
+                    let failed = k.health_checks_failed.load(std::sync::atomic::Ordering::Relaxed);
+                    (
+                        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        format!(
+                            "# HELP kms_frontend_xks_health_checks_total Periodic health checks of connected external key store proxies.\n# TYPE kms_frontend_xks_health_checks_total counter\nkms_frontend_xks_health_checks_total{{result=\"ok\"}} {ok}\nkms_frontend_xks_health_checks_total{{result=\"error\"}} {failed}\n"
+                        ),
+                    )
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "admin listener stopped");
+    }
 }
 
 async fn shutdown_signal() {

@@ -87,7 +87,7 @@ impl FrontendFixture {
     /// Writes the config.
     pub fn write_config(&self) {
         let mut t = String::from(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n\n[storage]\npath = \"data/kms.sqlite\"\n\n[root_key]\nfile = \"secrets/root.key\"\n\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n\n[storage]\npath = \"data/kms.sqlite\"\n\n[root_key]\nfile = \"secrets/root.key\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n",
         );
         t.push_str(&self.extra_toml);
         t.push('\n');
@@ -131,6 +131,8 @@ pub struct RunningFrontend {
     child: Child,
     /// The bound port.
     pub port: u16,
+    /// The admin listener's port.
+    pub admin_port: u16,
 }
 
 impl RunningFrontend {
@@ -152,18 +154,22 @@ impl RunningFrontend {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
+            let port_of = |l: &str| {
+                l.rsplit(':')
+                    .next()
+                    .and_then(|p| p.trim().parse::<u16>().ok())
+            };
+            let mut api = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("kms-frontend listening on ") {
-                    let _ = tx.send(
-                        rest.rsplit(':')
-                            .next()
-                            .and_then(|p| p.trim().parse::<u16>().ok()),
-                    );
+                if line.starts_with("kms-frontend listening on ") {
+                    api = port_of(&line);
+                } else if line.starts_with("kms-frontend admin listening on ") {
+                    let _ = tx.send(api.zip(port_of(&line)));
                 }
             }
             let _ = tx.send(None);
         });
-        let Ok(Some(port)) = rx.recv_timeout(Duration::from_secs(30)) else {
+        let Ok(Some((port, admin_port))) = rx.recv_timeout(Duration::from_secs(30)) else {
             panic!(
                 "kms-frontend did not start:\n{}",
                 std::fs::read_to_string(&log).unwrap_or_default()
@@ -173,12 +179,27 @@ impl RunningFrontend {
             fixture,
             child,
             port,
+            admin_port,
         }
     }
 
     /// `https://localhost:<port>`.
     pub fn endpoint(&self) -> String {
         format!("https://localhost:{}", self.port)
+    }
+
+    /// The value of one series of the admin listener's `/metrics`, or 0.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("body");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
     }
 
     /// The server's log so far.
