@@ -62,3 +62,55 @@ fn the_example_config_in_deploy_passes_check_config() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_only_by_explicit_opt_in_and_with_a_warning() {
+    let f = testkit::frontend::FrontendFixture::new();
+    f.write_config();
+    let text = std::fs::read_to_string(f.config_path()).expect("read");
+    let plain = text.replace(
+        "[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n",
+        "allow_plaintext_http = true\n",
+    );
+    assert_ne!(plain, text);
+    std::fs::write(f.config_path(), &plain).expect("write");
+    let alice = f.principals[0].clone();
+    let running = testkit::frontend::RunningFrontend::spawn(f);
+    let mut c = testkit::client::XksClient::with_http(
+        reqwest::Client::new(),
+        &alice.access_key_id,
+        &alice.secret,
+    );
+    c.service = "kms".into();
+    let r = c
+        .send(
+            "POST",
+            &format!("http://127.0.0.1:{}/", running.port),
+            b"{}".to_vec(),
+            std::time::SystemTime::now(),
+            |parts, _| {
+                parts.headers.insert(
+                    "x-amz-target",
+                    http::HeaderValue::from_static("TrentService.ListKeys"),
+                );
+            },
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.raw));
+    assert!(
+        running.logs().contains("serving plain HTTP"),
+        "{}",
+        running.logs()
+    );
+    // Without TLS and without the opt-in, the front end refuses to start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, plain.replace("allow_plaintext_http = true\n", "")).expect("write");
+    let out = Command::new(testkit::bins::bin("kms-frontend-test"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("allow_plaintext_http"));
+}
