@@ -385,6 +385,217 @@ fn open_store(ks: &KeyStoreConfig) -> Result<KeyStoreFile, CliError> {
         BackendConfig::Embedded { store, root_key } => {
             Ok(KeyStoreFile::new(store, RootKey::load(root_key)?))
         }
+        _ => Err(CliError::Other(format!(
+            "key store '{}' does not use the embedded backend",
+            ks.name
+        ))),
+    }
+}
+
+/// `keys` for a PKCS#11 key store: keys live in the HSM; status in the proxy's status file.
+fn keys_pkcs11(
+    action: KeysAction,
+    json: bool,
+    config: &crate::backend::pkcs11::Pkcs11Config,
+    status_file: &Path,
+    name: &str,
+) -> Result<(), CliError> {
+    let hsm = || {
+        crate::backend::pkcs11::Pkcs11Backend::open(name, config.clone())
+            .map_err(|e| CliError::Other(format!("PKCS#11: {e}")))
+    };
+    let pk = |e: crate::backend::pkcs11::Pkcs11Error| CliError::Other(format!("PKCS#11: {e}"));
+    match action {
+        KeysAction::Init => println!("nothing to initialise: keys live in the HSM token"),
+        KeysAction::Create {
+            key_id, disabled, ..
+        } => {
+            let id = parse_id(&key_id)?;
+            hsm()?.create_key(id.as_str()).map_err(pk)?;
+            if disabled {
+                crate::backend::overlay::set_disabled(status_file, id.as_str(), true)
+                    .map_err(CliError::Other)?;
+            }
+            println!("created key {id} in the HSM (AES-256, sensitive, not extractable)");
+        }
+        KeysAction::Import {
+            key_id,
+            material_file,
+            material_env,
+            ..
+        } => {
+            let id = parse_id(&key_id)?;
+            let material = read_material(material_file, material_env)?;
+            hsm()?.import_key(id.as_str(), &material[..]).map_err(pk)?;
+            println!("imported key {id} into the HSM");
+        }
+        KeysAction::List | KeysAction::Show { .. } => {
+            let disabled = crate::backend::overlay::KeyStatusFile::read(status_file)
+                .map_err(CliError::Other)?
+                .disabled;
+            let keys = hsm()?.list_keys().map_err(pk)?;
+            let want = match &action {
+                KeysAction::Show { key_id } => Some(key_id.clone()),
+                _ => None,
+            };
+            let rows: Vec<serde_json::Value> = keys
+                .iter()
+                .filter(|k| want.as_ref().is_none_or(|w| *w == k.label))
+                .map(|k| {
+                    let mut usages = Vec::new();
+                    if k.encrypt {
+                        usages.push("ENCRYPT");
+                    }
+                    if k.decrypt {
+                        usages.push("DECRYPT");
+                    }
+                    serde_json::json!({
+                        "keyId": k.label,
+                        "keySpec": k.key_spec,
+                        "status": if disabled.contains(&k.label) { "DISABLED" } else { "ENABLED" },
+                        "usages": usages,
+                        "currentVersion": 1,
+                    })
+                })
+                .collect();
+            if want.is_some() && rows.is_empty() {
+                return Err(CliError::Other("no such key in the HSM".into()));
+            }
+            print_rows(&rows, json, want.is_some());
+        }
+        KeysAction::Enable { ref key_id } | KeysAction::Disable { ref key_id } => {
+            let disable = matches!(action, KeysAction::Disable { .. });
+            let id = parse_id(key_id)?;
+            crate::backend::overlay::set_disabled(status_file, id.as_str(), disable)
+                .map_err(CliError::Other)?;
+            println!("{} key {id}", if disable { "disabled" } else { "enabled" });
+        }
+        KeysAction::Rotate { .. } => {
+            return Err(CliError::Other(
+                "PKCS#11 keys have a single version: create a new key and move to it".into(),
+            ));
+        }
+        KeysAction::Backup { .. } | KeysAction::Restore { .. } | KeysAction::RotateRoot => {
+            return Err(CliError::Other("backups and root keys apply to the embedded key store; back up the HSM with its vendor's tools".into()));
+        }
+    }
+    Ok(())
+}
+
+/// `keys` for a Transit key store: keys live in Vault/OpenBao; status in the status file.
+fn keys_transit(
+    action: KeysAction,
+    json: bool,
+    config: &crate::backend::transit::TransitConfig,
+    base_dir: &Path,
+    status_file: &Path,
+    name: &str,
+) -> Result<(), CliError> {
+    let tr = |e: crate::backend::transit::TransitError| CliError::Other(format!("Transit: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    let backend =
+        || crate::backend::transit::TransitBackend::open(name, config, base_dir).map_err(tr);
+    match action {
+        KeysAction::Init => println!("nothing to initialise: keys live in Transit"),
+        KeysAction::Create {
+            key_id, disabled, ..
+        } => {
+            let id = parse_id(&key_id)?;
+            let b = backend()?;
+            runtime.block_on(b.create_key(id.as_str())).map_err(tr)?;
+            if disabled {
+                crate::backend::overlay::set_disabled(status_file, id.as_str(), true)
+                    .map_err(CliError::Other)?;
+            }
+            println!("created Transit key {id} (aes256-gcm96)");
+        }
+        KeysAction::Rotate { key_id } => {
+            let id = parse_id(&key_id)?;
+            let b = backend()?;
+            let v = runtime.block_on(b.rotate_key(id.as_str())).map_err(tr)?;
+            println!("rotated Transit key {id}: version {v} now encrypts");
+        }
+        KeysAction::List | KeysAction::Show { .. } => {
+            let disabled = crate::backend::overlay::KeyStatusFile::read(status_file)
+                .map_err(CliError::Other)?
+                .disabled;
+            let b = backend()?;
+            let names = runtime.block_on(b.list_keys()).map_err(tr)?;
+            let want = match &action {
+                KeysAction::Show { key_id } => Some(key_id.clone()),
+                _ => None,
+            };
+            let rows: Vec<serde_json::Value> = names
+                .iter()
+                .filter(|n| want.as_ref().is_none_or(|w| w == *n))
+                .map(|n| serde_json::json!({"keyId": n, "status": if disabled.contains(n) { "DISABLED" } else { "ENABLED" }}))
+                .collect();
+            if want.is_some() && rows.is_empty() {
+                return Err(CliError::Other("no such Transit key".into()));
+            }
+            print_rows(&rows, json, want.is_some());
+        }
+        KeysAction::Enable { ref key_id } | KeysAction::Disable { ref key_id } => {
+            let disable = matches!(action, KeysAction::Disable { .. });
+            let id = parse_id(key_id)?;
+            crate::backend::overlay::set_disabled(status_file, id.as_str(), disable)
+                .map_err(CliError::Other)?;
+            println!("{} key {id}", if disable { "disabled" } else { "enabled" });
+        }
+        KeysAction::Import { .. }
+        | KeysAction::Backup { .. }
+        | KeysAction::Restore { .. }
+        | KeysAction::RotateRoot => {
+            return Err(CliError::Other(
+                "not available for Transit key stores: use Vault/OpenBao's own tools".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn print_rows(rows: &[serde_json::Value], json: bool, single: bool) {
+    match (json, single) {
+        (true, true) => println!("{}", rows.first().cloned().unwrap_or_default()),
+        (true, false) => println!("{}", serde_json::Value::Array(rows.to_vec())),
+        (false, _) => {
+            for r in rows {
+                println!("{r}");
+            }
+        }
+    }
+}
+
+fn read_material(
+    material_file: Option<PathBuf>,
+    material_env: Option<String>,
+) -> Result<zeroize::Zeroizing<[u8; 32]>, CliError> {
+    match (material_file, material_env) {
+        (Some(f), None) => {
+            let raw = zeroize::Zeroizing::new(
+                std::fs::read(&f).map_err(|e| CliError::Other(format!("{}: {e}", f.display())))?,
+            );
+            Ok(parse_key_bytes(
+                &raw,
+                &format!("key material {}", f.display()),
+            )?)
+        }
+        (None, Some(var)) => {
+            let v =
+                zeroize::Zeroizing::new(std::env::var(&var).map_err(|_| {
+                    CliError::Other(format!("environment variable {var} is not set"))
+                })?);
+            Ok(parse_key_bytes(
+                v.as_bytes(),
+                &format!("key material ${var}"),
+            )?)
+        }
+        _ => Err(CliError::Other(
+            "give the key bytes with --material-file or --material-env".into(),
+        )),
     }
 }
 
@@ -406,6 +617,28 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
     let (path, _) = config_path(args.config.as_deref());
     let cfg = ProxyConfig::load(&path)?;
     let ks = key_store_config(&cfg, args.key_store.as_deref())?;
+    match &ks.backend {
+        BackendConfig::Pkcs11 {
+            config,
+            key_status_file,
+            ..
+        } => return keys_pkcs11(args.action, args.json, config, key_status_file, &ks.name),
+        BackendConfig::Transit {
+            config,
+            base_dir,
+            key_status_file,
+        } => {
+            return keys_transit(
+                args.action,
+                args.json,
+                config,
+                base_dir,
+                key_status_file,
+                &ks.name,
+            );
+        }
+        BackendConfig::Embedded { .. } => {}
+    }
     let store = open_store(ks)?;
     let now = local::now_secs();
     match args.action {
@@ -545,7 +778,11 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
 /// the file. Resumable: a rotation interrupted after writing `<root>.new` continues with it.
 fn rotate_root(cfg: &ProxyConfig, ks: &KeyStoreConfig) -> Result<(), CliError> {
     use crate::keystore::RootKeySource;
-    let BackendConfig::Embedded { root_key, .. } = &ks.backend;
+    let BackendConfig::Embedded { root_key, .. } = &ks.backend else {
+        return Err(CliError::Other(
+            "rotate-root applies to key stores with the embedded backend".into(),
+        ));
+    };
     let RootKeySource::File(root_path) = root_key else {
         return Err(CliError::Other(
             "rotate-root needs backend.root_key_file; with root_key_env, re-seal by restoring a backup under the new key".into(),
@@ -568,7 +805,9 @@ fn rotate_root(cfg: &ProxyConfig, ks: &KeyStoreConfig) -> Result<(), CliError> {
     let new_id = new_root.id();
     let mut resealed = Vec::new();
     for other in &cfg.key_stores {
-        let BackendConfig::Embedded { store, root_key } = &other.backend;
+        let BackendConfig::Embedded { store, root_key } = &other.backend else {
+            continue;
+        };
         if root_key != &RootKeySource::File(root_path.clone()) {
             continue;
         }

@@ -190,6 +190,22 @@ enum RawBackend {
         root_key_file: Option<PathBuf>,
         root_key_env: Option<String>,
     },
+    Pkcs11 {
+        module: PathBuf,
+        token: crate::backend::pkcs11::TokenSelector,
+        pin_file: Option<PathBuf>,
+        pin_env: Option<String>,
+        pool_size: Option<usize>,
+        session_wait_ms: Option<u64>,
+        health_key_label: Option<String>,
+        #[serde(default)]
+        capabilities: crate::backend::pkcs11::HsmCapabilities,
+        key_status_file: PathBuf,
+    },
+    Transit {
+        transit: crate::backend::transit::TransitConfig,
+        key_status_file: PathBuf,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -372,6 +388,24 @@ pub enum BackendConfig {
         /// Where its root key comes from.
         root_key: RootKeySource,
     },
+    /// A PKCS#11 HSM; key status kept in the proxy's key status file.
+    Pkcs11 {
+        /// Module, token, PIN (loaded), pool and quirks.
+        config: crate::backend::pkcs11::Pkcs11Config,
+        /// Where the PIN came from (a file is watched for changes).
+        pin_file: Option<PathBuf>,
+        /// The proxy's key status file for this store.
+        key_status_file: PathBuf,
+    },
+    /// Vault/OpenBao Transit; key status kept in the proxy's key status file.
+    Transit {
+        /// Address, mount, authentication, CA.
+        config: crate::backend::transit::TransitConfig,
+        /// Directory relative paths of `config` are resolved against.
+        base_dir: PathBuf,
+        /// The proxy's key status file for this store.
+        key_status_file: PathBuf,
+    },
 }
 
 /// One logical key store.
@@ -418,9 +452,15 @@ impl ProxyConfig {
                     files.push(f.clone());
                 }
             }
-            let BackendConfig::Embedded { root_key, .. } = &ks.backend;
-            if let RootKeySource::File(f) = root_key {
-                files.push(f.clone());
+            match &ks.backend {
+                BackendConfig::Embedded {
+                    root_key: RootKeySource::File(f),
+                    ..
+                } => files.push(f.clone()),
+                BackendConfig::Pkcs11 {
+                    pin_file: Some(f), ..
+                } => files.push(f.clone()),
+                _ => {}
             }
         }
         files.sort();
@@ -750,6 +790,78 @@ impl Validator {
                 };
                 BackendConfig::Embedded { store, root_key }
             }
+            RawBackend::Pkcs11 {
+                module,
+                token,
+                pin_file,
+                pin_env,
+                pool_size,
+                session_wait_ms,
+                health_key_label,
+                capabilities,
+                key_status_file,
+            } => {
+                let pin = match (&pin_file, &pin_env) {
+                    (Some(f), None) => {
+                        let f = self.resolve(f);
+                        match root_key::check_owner_only(&f)
+                            .map_err(|e| e.to_string())
+                            .and_then(|()| {
+                                std::fs::read_to_string(&f)
+                                    .map_err(|e| format!("{}: {e}", f.display()))
+                            }) {
+                            Ok(p) => Some(p.trim().to_owned()),
+                            Err(e) => {
+                                self.problem(format!("key store '{name}': PIN file: {e}"));
+                                None
+                            }
+                        }
+                    }
+                    (None, Some(v)) => match std::env::var(v) {
+                        Ok(p) => Some(p.trim().to_owned()),
+                        Err(_) => {
+                            self.problem(format!(
+                                "key store '{name}': environment variable {v} (the HSM PIN) is not set"
+                            ));
+                            None
+                        }
+                    },
+                    _ => {
+                        self.problem(format!(
+                            "key store '{name}': set exactly one of backend.pin_file or backend.pin_env"
+                        ));
+                        None
+                    }
+                };
+                let mut config = crate::backend::pkcs11::Pkcs11Config::new(
+                    self.resolve(&module),
+                    token,
+                    secrecy::SecretString::from(pin.unwrap_or_default()),
+                );
+                if let Some(n) = pool_size {
+                    config.pool_size = n;
+                }
+                if let Some(ms) = session_wait_ms {
+                    config.session_wait = Duration::from_millis(ms);
+                }
+                if let Some(l) = health_key_label {
+                    config.health_key_label = l;
+                }
+                config.capabilities = capabilities;
+                BackendConfig::Pkcs11 {
+                    config,
+                    pin_file: pin_file.map(|f| self.resolve(&f)),
+                    key_status_file: self.resolve(&key_status_file),
+                }
+            }
+            RawBackend::Transit {
+                transit,
+                key_status_file,
+            } => BackendConfig::Transit {
+                config: transit,
+                base_dir: self.base.clone(),
+                key_status_file: self.resolve(&key_status_file),
+            },
         };
         if raw.credentials.is_empty() {
             self.problem(format!(

@@ -66,6 +66,33 @@ pub fn open_backend(ks: &KeyStoreConfig) -> Result<Arc<dyn KeyBackend>, StoreErr
                 KeyStoreFile::new(store, root),
             )?)
         }
+        BackendConfig::Pkcs11 {
+            config,
+            key_status_file,
+            ..
+        } => {
+            let hsm = crate::backend::pkcs11::Pkcs11Backend::open(&ks.name, config.clone())
+                .map_err(|e| StoreError::Refused(format!("PKCS#11: {e}")))?;
+            Box::new(
+                crate::backend::overlay::StatusOverlay::new(Box::new(hsm), key_status_file.clone())
+                    .map_err(StoreError::Refused)?,
+            )
+        }
+        BackendConfig::Transit {
+            config,
+            base_dir,
+            key_status_file,
+        } => {
+            let transit = crate::backend::transit::TransitBackend::open(&ks.name, config, base_dir)
+                .map_err(|e| StoreError::Refused(format!("Transit: {e}")))?;
+            Box::new(
+                crate::backend::overlay::StatusOverlay::new(
+                    Box::new(transit),
+                    key_status_file.clone(),
+                )
+                .map_err(StoreError::Refused)?,
+            )
+        }
     };
     #[cfg(feature = "test-hooks")]
     let backend: Box<dyn KeyBackend> = match &ks.fault_injection {

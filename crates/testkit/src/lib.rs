@@ -4,6 +4,7 @@
 //! - [`pki`]: a test CA and certificates written to disk;
 //! - [`proxy`]: an `xks-proxy` process with a generated config, keys and credentials;
 //! - [`frontend`]: a `kms-frontend` process with accounts and principals, driven by boto3 and the AWS CLI;
+//! - [`kms_backends`]: a throw-away SoftHSMv2 token and an OpenBao dev server with Transit;
 //! - [`relay`]: an intercepting relay in front of a proxy (records bodies, injects faults);
 //! - [`client`]: an HTTPS client that signs XKS requests with SigV4 (via `aws-sigv4`);
 //! - [`xks`]: request bodies for the four XKS operations.
@@ -13,6 +14,7 @@
 pub mod bins;
 pub mod client;
 pub mod frontend;
+pub mod kms_backends;
 pub mod pki;
 pub mod proxy;
 pub mod relay;
