@@ -120,18 +120,7 @@ impl OpenBao {
             .port();
         let token = format!("root-{}", crate::random_access_key_id().to_lowercase());
         let dir = tempfile::tempdir().expect("tempdir");
-        let log = std::fs::File::create(dir.path().join("bao.log")).expect("log");
-        let child = Command::new(bao_binary())
-            .args([
-                "server",
-                "-dev",
-                &format!("-dev-listen-address=127.0.0.1:{port}"),
-                &format!("-dev-root-token-id={token}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start bao");
+        let child = spawn_bao(port, &token, dir.path());
         let address = format!("http://127.0.0.1:{port}");
         let token_file = dir.path().join("token");
         std::fs::write(&token_file, format!("{token}\n")).expect("token");
@@ -147,6 +136,27 @@ impl OpenBao {
         bao.wait_ready();
         bao.request("POST", "/v1/sys/mounts/transit", r#"{"type":"transit"}"#);
         bao
+    }
+
+    /// Stops the server (a dev server keeps nothing: keys are gone after a restart).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a fresh dev server on the same address with the same root token and mounts
+    /// Transit again.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port: u16 = self
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        self.child = spawn_bao(port, &self.token, self.dir.path());
+        self.wait_ready();
+        self.request("POST", "/v1/sys/mounts/transit", r#"{"type":"transit"}"#);
     }
 
     fn wait_ready(&self) {
@@ -192,6 +202,25 @@ impl OpenBao {
             self.token_file.display()
         )
     }
+}
+
+fn spawn_bao(port: u16, token: &str, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("bao.log"))
+        .expect("log");
+    Command::new(bao_binary())
+        .args([
+            "server",
+            "-dev",
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+            &format!("-dev-root-token-id={token}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start bao")
 }
 
 impl Drop for OpenBao {

@@ -31,6 +31,8 @@ pub struct StoreSpec {
     pub fault_injection: Option<String>,
     /// Keys created (enabled, ENCRYPT+DECRYPT) before the proxy starts.
     pub keys: Vec<String>,
+    /// The inline `backend = { ... }` TOML, if not the embedded store under `keys/`.
+    pub backend: Option<String>,
 }
 
 impl StoreSpec {
@@ -45,7 +47,14 @@ impl StoreSpec {
             requests_per_second: None,
             fault_injection: None,
             keys: Vec::new(),
+            backend: None,
         }
+    }
+
+    /// Uses another backend (e.g. `SoftHsm::backend_toml`, `OpenBao::backend_toml`).
+    pub fn with_backend(mut self, toml: String) -> Self {
+        self.backend = Some(toml);
+        self
     }
 
     /// Adds keys created before start.
@@ -182,11 +191,18 @@ impl ProxyFixture {
             if let Some(rps) = s.requests_per_second {
                 let _ = writeln!(t, "requests_per_second = {rps}");
             }
-            let _ = writeln!(
-                t,
-                "backend = {{ type = \"embedded\", store = \"keys/{}.store\", root_key_file = \"secrets/root.key\" }}",
-                s.name
-            );
+            match &s.backend {
+                Some(b) => {
+                    let _ = writeln!(t, "backend = {b}");
+                }
+                None => {
+                    let _ = writeln!(
+                        t,
+                        "backend = {{ type = \"embedded\", store = \"keys/{}.store\", root_key_file = \"secrets/root.key\" }}",
+                        s.name
+                    );
+                }
+            }
             if let Some(f) = &s.fault_injection {
                 let _ = writeln!(t, "[key_stores.fault_injection]\n{f}");
             }
