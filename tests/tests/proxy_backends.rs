@@ -317,3 +317,159 @@ async fn transit_outage_is_a_500_and_recovers_without_a_restart() {
     assert_eq!(decrypt(&s.proxy, &c, &enc, None).await, b"served again");
     assert_eq!(s.proxy.pid(), pid);
 }
+
+fn reinit_series() -> &'static str {
+    "xks_proxy_backend_reinitializations_total{key_store=\"main\"}"
+}
+
+/// Tampered ciphertext through a PKCS#11 store is the caller's error (400
+/// InvalidCiphertextException); SoftHSM's CKR_GENERAL_ERROR for it must not make the proxy
+/// re-initialise the module, which the metric shows.
+#[tokio::test]
+async fn pkcs11_tampering_does_not_reinitialise_the_module() {
+    let s = stack(Kind::Pkcs11);
+    let (p, c) = (&s.proxy, s.proxy.client(0));
+    let enc = encrypt(p, &c, b"payload", Some(b"a")).await;
+    let metrics = p.metrics().await;
+    assert!(metrics.contains(reinit_series()), "{metrics}");
+    assert_eq!(p.metric(reinit_series()).await, 0.0);
+    let url = p.api_url(0, &format!("keys/{KEY}/decrypt"));
+    for i in 0..20 {
+        let mut bad = enc.clone();
+        let mut tag = unb64(&bad["authenticationTag"]);
+        tag[i % 16] ^= 0x80;
+        bad["authenticationTag"] = json!(b64(&tag));
+        c.post_json(&url, &xks::decrypt_of(&bad, Some(b"a")))
+            .await
+            .assert_error(400, "InvalidCiphertextException");
+    }
+    assert_eq!(decrypt(p, &c, &enc, Some(b"a")).await, b"payload");
+    assert_eq!(p.metric(reinit_series()).await, 0.0);
+}
+
+fn thread_count(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("proc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads line")
+}
+
+/// A pool of one session and a 5 ms wait under 64 concurrent calls: every answer is 200
+/// or 429 ThrottlingException (never a 5xx), `/ping` and health keep answering, and the
+/// process does not grow a thread per waiting call.
+#[tokio::test]
+async fn pkcs11_session_pool_exhaustion_is_throttling() {
+    let hsm = SoftHsm::new();
+    let mut fixture = ProxyFixture::new();
+    fixture
+        .env
+        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
+    let status = fixture.path().join("key-status.toml").display().to_string();
+    let base = hsm.backend_toml(&status);
+    let backend = format!(
+        "{}, pool_size = 1, session_wait_ms = 5 }}",
+        base.trim_end().trim_end_matches('}').trim_end()
+    );
+    let p = fixture
+        .store(
+            StoreSpec::new("main", "/tenant-1")
+                .with_keys(&[KEY, HEALTH_KEY])
+                .with_backend(backend),
+        )
+        .start();
+    let c = p.client(0);
+    let threads_before = thread_count(p.pid());
+    let url = p.api_url(0, &format!("keys/{KEY}/encrypt"));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let c = c.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let pt = testkit::random_bytes(4096);
+            c.post_json(&url, &xks::encrypt(&pt, Some(b"x"), false))
+                .await
+        }));
+    }
+    let ping = reqwest::get(format!("http://127.0.0.1:{}/ping", p.admin_port))
+        .await
+        .expect("ping");
+    assert_eq!(ping.status(), 200);
+    let (mut ok, mut throttled) = (0, 0);
+    for t in tasks {
+        let r = t.await.expect("task");
+        match r.status {
+            200 => ok += 1,
+            _ => {
+                r.assert_error(429, "ThrottlingException");
+                throttled += 1;
+            }
+        }
+    }
+    assert!(
+        ok > 0,
+        "some calls must get the session ({throttled} throttled)"
+    );
+    let h = c.post_json(&p.api_url(0, "health"), &xks::health()).await;
+    assert_eq!(h.ok()["ekmFleetDetails"][0]["healthStatus"], "ACTIVE");
+    // The pool is whole again: a sequence of calls all succeed.
+    for _ in 0..10 {
+        encrypt(&p, &c, b"after", None).await;
+    }
+    let threads_after = thread_count(p.pid());
+    assert!(
+        threads_after <= threads_before + 8,
+        "threads grew from {threads_before} to {threads_after}"
+    );
+    eprintln!("session exhaustion: {ok} ok, {throttled} throttled");
+}
+
+/// The token is deleted and initialised again and the key re-imported under the same label
+/// while the proxy runs: the proxy serves the old ciphertexts again without a restart.
+#[tokio::test]
+async fn pkcs11_recovers_after_the_token_is_replaced() {
+    let hsm = SoftHsm::new();
+    let mut fixture = ProxyFixture::new();
+    fixture
+        .env
+        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
+    let status = fixture.path().join("key-status.toml").display().to_string();
+    let material = fixture.path().join("material.b64");
+    std::fs::write(&material, b64(&testkit::random_bytes(32))).expect("material");
+    let m = material.display().to_string();
+    let fixture = fixture.store(
+        StoreSpec::new("main", "/tenant-1")
+            .with_keys(&[HEALTH_KEY])
+            .with_backend(hsm.backend_toml(&status)),
+    );
+    fixture.prepare();
+    fixture.keys("main", &["import", KEY, "--material-file", &m]);
+    let p = RunningProxy::spawn(fixture);
+    let c = p.client(0);
+    let pid = p.pid();
+    let enc = encrypt(&p, &c, b"survives", Some(b"z")).await;
+
+    hsm.reinitialise_token();
+    p.fixture.keys("main", &["create", HEALTH_KEY]);
+    p.fixture
+        .keys("main", &["import", KEY, "--material-file", &m]);
+
+    let url = p.api_url(0, &format!("keys/{KEY}/decrypt"));
+    let mut served = None;
+    for _ in 0..50 {
+        let r = c.post_json(&url, &xks::decrypt_of(&enc, Some(b"z"))).await;
+        if r.status == 200 {
+            served = Some(unb64(&r.json["plaintext"]));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(served.as_deref(), Some(&b"survives"[..]));
+    assert_eq!(p.pid(), pid);
+    assert!(
+        p.metric(reinit_series()).await >= 1.0,
+        "{}",
+        p.metrics().await
+    );
+}

@@ -50,6 +50,8 @@
 //!   been observed, so a zero is a real zero);
 //! - `xks_proxy_quota_rejections_total{key_store}` (counter);
 //! - `xks_proxy_health_status{key_store}` (gauge: 2 ACTIVE, 1 DEGRADED, 0 UNAVAILABLE);
+//! - `xks_proxy_backend_reinitializations_total{key_store}` (counter; backends that
+//!   re-initialise, i.e. PKCS#11);
 //! - `xks_proxy_tls_certificate_not_after_seconds{listener}` (gauge, Unix seconds);
 //! - `xks_proxy_connections_accepted_total` (counter) and `xks_proxy_connections_open` (gauge);
 //! - `xks_proxy_config_reloads_total{result="ok"|"error"}` (counter).
@@ -299,6 +301,8 @@ struct StoreMetrics {
     backend_errors: [AtomicU64; BACKEND_CALLS],
     quota_rejections: AtomicU64,
     health: AtomicU8,
+    /// Backend re-initialisations; `u64::MAX` for a backend that has none.
+    reinitializations: AtomicU64,
 }
 
 impl StoreMetrics {
@@ -311,6 +315,7 @@ impl StoreMetrics {
             backend_errors: std::array::from_fn(|_| AtomicU64::new(0)),
             quota_rejections: AtomicU64::new(0),
             health: AtomicU8::new(HEALTH_UNSET),
+            reinitializations: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -428,6 +433,11 @@ impl Metrics {
         if !ok {
             store.0.backend_errors[i].fetch_add(1, Relaxed);
         }
+    }
+
+    /// Records the backend's re-initialisation count (a counter the backend keeps).
+    pub fn backend_reinitializations(&self, store: &StoreMetricsHandle, count: u64) {
+        store.0.reinitializations.store(count, Relaxed);
     }
 
     /// Counts a request refused by the store's quota.
@@ -604,6 +614,24 @@ impl Metrics {
                     "xks_proxy_health_status",
                     &[("key_store", s.name.as_str())],
                     h,
+                )?;
+            }
+        }
+
+        header(
+            out,
+            "xks_proxy_backend_reinitializations_total",
+            "Times the key store's backend re-initialised its key manager connection (PKCS#11).",
+            "counter",
+        )?;
+        for s in all() {
+            let n = s.reinitializations.load(Relaxed);
+            if n != u64::MAX {
+                sample(
+                    out,
+                    "xks_proxy_backend_reinitializations_total",
+                    &[("key_store", s.name.as_str())],
+                    n,
                 )?;
             }
         }

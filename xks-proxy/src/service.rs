@@ -124,6 +124,13 @@ impl KeyStoreService {
         }
     }
 
+    fn record_reinitializations(&self) {
+        if let Some(n) = self.backend.reinitializations() {
+            self.metrics
+                .backend_reinitializations(&self.metrics_handle, n);
+        }
+    }
+
     async fn deadline<T>(
         &self,
         call: BackendCall,
@@ -142,6 +149,7 @@ impl KeyStoreService {
         );
         self.metrics
             .backend_call(&self.metrics_handle, call, ok, started.elapsed());
+        self.record_reinitializations();
         match outcome {
             Ok(r) => r.map_err(backend_error),
             Err(_) => Err(err(
@@ -458,6 +466,7 @@ impl KeyStoreService {
             ok,
             started.elapsed(),
         );
+        self.record_reinitializations();
         match outcome {
             Ok(Ok(h)) => {
                 if h.status != HealthStatus::Active {

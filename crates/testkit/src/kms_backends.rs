@@ -41,25 +41,7 @@ impl SoftHsm {
             ),
         )
         .expect("write conf");
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                "xks",
-                "--so-pin",
-                "12345678",
-                "--pin",
-                "87654321",
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util must be installed (apt-get install softhsm2)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        init_token(&conf);
         let pin_file = dir.path().join("pin");
         std::fs::write(&pin_file, "87654321\n").expect("pin");
         std::fs::set_permissions(&pin_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -71,6 +53,22 @@ impl SoftHsm {
         }
     }
 
+    /// Deletes the token and initialises a new, empty one with the same label and PINs (what
+    /// an operator does when replacing an HSM partition).
+    pub fn reinitialise_token(&self) {
+        let out = Command::new("softhsm2-util")
+            .args(["--delete-token", "--token", &self.label])
+            .env("SOFTHSM2_CONF", &self.conf)
+            .output()
+            .expect("softhsm2-util");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        init_token(&self.conf);
+    }
+
     /// The `backend = { ... }` TOML of a key store on this token.
     pub fn backend_toml(&self, status_file: &str) -> String {
         format!(
@@ -79,6 +77,28 @@ impl SoftHsm {
             self.pin_file.display()
         )
     }
+}
+
+fn init_token(conf: &Path) {
+    let out = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "xks",
+            "--so-pin",
+            "12345678",
+            "--pin",
+            "87654321",
+        ])
+        .env("SOFTHSM2_CONF", conf)
+        .output()
+        .expect("softhsm2-util must be installed (apt-get install softhsm2)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Default for SoftHsm {

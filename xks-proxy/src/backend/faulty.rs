@@ -93,6 +93,10 @@ impl KeyBackend for FaultyBackend {
         })
     }
 
+    fn reinitializations(&self) -> Option<u64> {
+        self.inner.reinitializations()
+    }
+
     fn health_check(&self) -> BackendFuture<'_, BackendHealth> {
         Box::pin(async move {
             if self.plan.failing_health {

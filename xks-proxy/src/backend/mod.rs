@@ -156,4 +156,11 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// A real encrypt + decrypt with the dedicated health-check key, plus any other checks.
     fn health_check(&self) -> BackendFuture<'_, BackendHealth>;
+
+    /// How many times the backend has re-initialised its connection to the key manager
+    /// (e.g. a PKCS#11 module finalised and loaded again), for backends that can; `None`
+    /// for those that have no such thing. Exported as a metric.
+    fn reinitializations(&self) -> Option<u64> {
+        None
+    }
 }

@@ -132,6 +132,10 @@ impl KeyBackend for StatusOverlay {
     fn health_check(&self) -> BackendFuture<'_, BackendHealth> {
         self.inner.health_check()
     }
+
+    fn reinitializations(&self) -> Option<u64> {
+        self.inner.reinitializations()
+    }
 }
 
 /// Disables or enables `key_id` in the status file.

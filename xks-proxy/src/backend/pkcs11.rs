@@ -1697,6 +1697,10 @@ impl KeyBackend for Pkcs11Backend {
         })
     }
 
+    fn reinitializations(&self) -> Option<u64> {
+        Some(Pkcs11Backend::reinitializations(self))
+    }
+
     fn health_check(&self) -> BackendFuture<'_, BackendHealth> {
         Box::pin(async move {
             let label = self.inner.health_key_label.clone();
