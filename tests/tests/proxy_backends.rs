@@ -418,11 +418,15 @@ async fn pkcs11_session_pool_exhaustion_is_throttling() {
         encrypt(&p, &c, b"after", None).await;
     }
     let threads_after = thread_count(p.pid());
+    // PKCS#11 calls wait for a session permit before taking a blocking thread, so 64
+    // concurrent calls must not make anything like 64 threads.
     assert!(
-        threads_after <= threads_before + 8,
-        "threads grew from {threads_before} to {threads_after}"
+        threads_after < 32,
+        "threads grew from {threads_before} to {threads_after} under 64 concurrent calls"
     );
-    eprintln!("session exhaustion: {ok} ok, {throttled} throttled");
+    eprintln!(
+        "session exhaustion: {ok} ok, {throttled} throttled, threads {threads_before} -> {threads_after}"
+    );
 }
 
 /// The token is deleted and initialised again and the key re-imported under the same label
@@ -472,4 +476,63 @@ async fn pkcs11_recovers_after_the_token_is_replaced() {
         "{}",
         p.metrics().await
     );
+}
+
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
+/// The documented backends example loads and passes `check-config` against a real SoftHSM
+/// token and a real OpenBao (only the Vault address and its CA differ from the file).
+#[test]
+fn the_backends_example_config_passes_check_config() {
+    let hsm = SoftHsm::new();
+    let bao = OpenBao::start();
+    let root = testkit::bins::workspace_root();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("config.toml");
+    let text = std::fs::read_to_string(root.join("deploy/xks-proxy.backends.example.toml"))
+        .expect("example");
+    let text = text
+        .replace("https://vault.example.internal:8200", &bao.address)
+        .replace("ca_bundle = \"tls/vault-ca.pem\", ", "");
+    assert!(
+        text.contains(&bao.address),
+        "the example names a Vault address"
+    );
+    std::fs::write(&cfg, text).expect("write config");
+    testkit::pki::TestPki::create(&dir.path().join("tls"));
+    std::fs::create_dir_all(dir.path().join("keys")).expect("mkdir");
+    let s = |f: &str| dir.path().join("secrets").join(f);
+    write_private(&s("hsm.pin"), "87654321\n");
+    write_private(
+        &s("vault.token"),
+        &std::fs::read_to_string(&bao.token_file).expect("token"),
+    );
+    write_private(&s("hsm.secret"), &testkit::random_secret());
+    write_private(&s("vault.secret"), &testkit::random_secret());
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(testkit::bins::bin("xks-proxy-test"))
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("SOFTHSM2_CONF", &hsm.conf)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for store in ["hsm", "vault"] {
+        run(&["keys", "--key-store", store, "create", HEALTH_KEY]);
+    }
+    let report = run(&["check-config"]);
+    assert_eq!(report.matches("round trip ACTIVE").count(), 2, "{report}");
 }
