@@ -114,7 +114,10 @@ fn the_readme_start_command_works_in_a_fresh_home() {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             text.push_str(&line);
             text.push('\n');
-            if text.contains("xks-proxy listening on") && text.contains("kms-frontend listening on")
+            // The servers and the script's banner print concurrently: wait for all three.
+            if text.contains("xks-proxy listening on")
+                && text.contains("kms-frontend listening on")
+                && text.contains("--xks-key-id")
             {
                 let _ = tx.send(text.clone());
             }
