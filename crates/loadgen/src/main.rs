@@ -1,0 +1,8 @@
+//! `xks-load`: see the `loadgen` library (`loadgen::cli`) for the command line.
+
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    loadgen::cli::main(std::env::args().collect()).await
+}
