@@ -40,6 +40,43 @@ pub struct Cli {
 pub enum Command {
     /// Run a trivial HTTPS server (fixed 200 JSON answer, no work) to calibrate against.
     BaselineServer(BaselineArgs),
+    /// Turn a directory of JSON reports into the Markdown of BENCHMARKS.md.
+    Summarize(SummarizeArgs),
+}
+
+/// `xks-load summarize`.
+#[derive(Debug, Args)]
+pub struct SummarizeArgs {
+    /// Directory of `*.json` reports (rows in file-name order; a `*baseline*` report is the
+    /// ratio's denominator).
+    pub dir: PathBuf,
+    /// Write the Markdown here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The command named in the text as the one that regenerates the file.
+    #[arg(long, default_value = "scripts/bench")]
+    pub command: String,
+}
+
+fn run_summarize(args: SummarizeArgs) -> ExitCode {
+    let figures = match crate::summary::load_dir(&args.dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("xks-load summarize: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let md = crate::summary::render(&figures, &args.command);
+    match &args.out {
+        Some(path) => {
+            if let Err(e) = std::fs::write(path, md) {
+                eprintln!("xks-load summarize: {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        None => print!("{md}"),
+    }
+    ExitCode::SUCCESS
 }
 
 /// Scenario names.
@@ -490,6 +527,7 @@ pub async fn main(args: Vec<String>) -> ExitCode {
     };
     match cli.command {
         Some(Command::BaselineServer(baseline)) => run_baseline(baseline).await,
+        Some(Command::Summarize(args)) => run_summarize(args),
         None => run_load(cli.run, redact_command_line(args)).await,
     }
 }

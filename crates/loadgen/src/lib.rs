@@ -29,6 +29,7 @@
 //! xks-load --scenario xks-mixed ... --rate 2000 --duration 10 [--max-in-flight 10000]
 //! xks-load --scenario kms-encrypt --kms-endpoint http://127.0.0.1:5000 --key-id alias/x ...
 //! xks-load baseline-server --port 0 --tls-dir /tmp/baseline-tls
+//! xks-load summarize target/bench/results --out BENCHMARKS.md
 //! ```
 
 pub mod baseline;
@@ -38,6 +39,7 @@ pub mod procstat;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod summary;
 pub mod target;
 
 pub use histogram::Histogram;
