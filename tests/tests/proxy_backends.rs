@@ -62,6 +62,25 @@ fn stack(kind: Kind) -> Stack {
     }
 }
 
+/// A SoftHSM token and a proxy fixture whose processes see it; the status file path for
+/// `SoftHsm::backend_toml`.
+fn hsm_fixture() -> (SoftHsm, ProxyFixture, String) {
+    let hsm = SoftHsm::new();
+    let mut fixture = ProxyFixture::new();
+    fixture
+        .env
+        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
+    let status = fixture.path().join("key-status.toml").display().to_string();
+    (hsm, fixture, status)
+}
+
+/// A file in the fixture's home holding 32 random key bytes (base64), for `keys import`.
+fn key_material(fixture: &ProxyFixture) -> String {
+    let material = fixture.path().join("material.b64");
+    std::fs::write(&material, b64(&testkit::random_bytes(32))).expect("material");
+    material.display().to_string()
+}
+
 async fn encrypt(p: &RunningProxy, c: &XksClient, pt: &[u8], aad: Option<&[u8]>) -> Value {
     c.post_json(
         &p.api_url(0, &format!("keys/{KEY}/encrypt")),
@@ -219,14 +238,8 @@ async fn transit_backend_on_openbao_passes_the_common_suite() {
 /// encrypted, so a migration between them keeps old ciphertexts readable.
 #[tokio::test]
 async fn ciphertexts_move_between_embedded_and_pkcs11() {
-    let hsm = SoftHsm::new();
-    let mut fixture = ProxyFixture::new();
-    fixture
-        .env
-        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
-    let status = fixture.path().join("key-status.toml").display().to_string();
-    let material = fixture.path().join("material.b64");
-    std::fs::write(&material, b64(&testkit::random_bytes(32))).expect("material");
+    let (hsm, fixture, status) = hsm_fixture();
+    let m = key_material(&fixture);
     let fixture = fixture
         .store(StoreSpec::new("embedded", "/emb").with_keys(&[HEALTH_KEY]))
         .store(
@@ -235,7 +248,6 @@ async fn ciphertexts_move_between_embedded_and_pkcs11() {
                 .with_backend(hsm.backend_toml(&status)),
         );
     fixture.prepare();
-    let m = material.display().to_string();
     for store in ["embedded", "hsm"] {
         fixture.keys(store, &["import", KEY, "--material-file", &m]);
     }
@@ -361,12 +373,7 @@ fn thread_count(pid: u32) -> usize {
 /// process does not grow a thread per waiting call.
 #[tokio::test]
 async fn pkcs11_session_pool_exhaustion_is_throttling() {
-    let hsm = SoftHsm::new();
-    let mut fixture = ProxyFixture::new();
-    fixture
-        .env
-        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
-    let status = fixture.path().join("key-status.toml").display().to_string();
+    let (hsm, fixture, status) = hsm_fixture();
     let base = hsm.backend_toml(&status);
     let backend = format!(
         "{}, pool_size = 1, session_wait_ms = 5 }}",
@@ -433,15 +440,8 @@ async fn pkcs11_session_pool_exhaustion_is_throttling() {
 /// while the proxy runs: the proxy serves the old ciphertexts again without a restart.
 #[tokio::test]
 async fn pkcs11_recovers_after_the_token_is_replaced() {
-    let hsm = SoftHsm::new();
-    let mut fixture = ProxyFixture::new();
-    fixture
-        .env
-        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
-    let status = fixture.path().join("key-status.toml").display().to_string();
-    let material = fixture.path().join("material.b64");
-    std::fs::write(&material, b64(&testkit::random_bytes(32))).expect("material");
-    let m = material.display().to_string();
+    let (hsm, fixture, status) = hsm_fixture();
+    let m = key_material(&fixture);
     let fixture = fixture.store(
         StoreSpec::new("main", "/tenant-1")
             .with_keys(&[HEALTH_KEY])

@@ -999,6 +999,34 @@ impl Inner {
         })
     }
 
+    /// POSTs to `<mount>/<operation>/<name>`; a 200 is returned, a 400 is classified by
+    /// `classify_400` (Vault's message, key name, pinned version), anything else by status.
+    async fn crypto_call(
+        &self,
+        operation: &str,
+        name: &str,
+        version: u32,
+        body: Bytes,
+        timeout: Duration,
+        classify_400: fn(&str, &str, u32) -> BackendError,
+    ) -> Result<Reply, BackendError> {
+        let reply = self
+            .call(
+                Method::POST,
+                &format!("{}/{operation}/{name}", self.mount),
+                Some(body),
+                timeout,
+            )
+            .await?;
+        match reply.status {
+            StatusCode::OK => Ok(reply),
+            StatusCode::BAD_REQUEST => {
+                Err(classify_400(&vault_message(&reply.body), name, version))
+            }
+            s => Err(status_error(s, &reply.body)),
+        }
+    }
+
     /// An authenticated exchange; a `403` triggers one re-authentication and one retry.
     async fn call(
         &self,
@@ -1438,24 +1466,15 @@ impl Inner {
             return Err(BackendError::UnknownKeyVersion(0));
         }
         let reply = self
-            .call(
-                Method::POST,
-                &format!("{}/encrypt/{name}", self.mount),
-                Some(encrypt_body(plaintext, aad, version)),
+            .crypto_call(
+                "encrypt",
+                name,
+                version,
+                encrypt_body(plaintext, aad, version),
                 timeout,
+                classify_encrypt_400,
             )
             .await?;
-        match reply.status {
-            StatusCode::OK => {}
-            StatusCode::BAD_REQUEST => {
-                return Err(classify_encrypt_400(
-                    &vault_message(&reply.body),
-                    name,
-                    version,
-                ));
-            }
-            s => return Err(status_error(s, &reply.body)),
-        }
         let r: EncryptResponse<'_> =
             serde_json::from_slice(&reply.body).map_err(|e| unreadable("encrypt", &e))?;
         check_ignored_parameters(r.warnings.as_deref())?;
@@ -1501,24 +1520,15 @@ impl Inner {
             return Err(BackendError::InvalidCiphertext);
         }
         let reply = self
-            .call(
-                Method::POST,
-                &format!("{}/decrypt/{name}", self.mount),
-                Some(decrypt_body(version, iv, ciphertext, tag, aad)),
+            .crypto_call(
+                "decrypt",
+                name,
+                version,
+                decrypt_body(version, iv, ciphertext, tag, aad),
                 timeout,
+                classify_decrypt_400,
             )
             .await?;
-        match reply.status {
-            StatusCode::OK => {}
-            StatusCode::BAD_REQUEST => {
-                return Err(classify_decrypt_400(
-                    &vault_message(&reply.body),
-                    name,
-                    version,
-                ));
-            }
-            s => return Err(status_error(s, &reply.body)),
-        }
         let r: DecryptResponse<'_> =
             serde_json::from_slice(&reply.body).map_err(|e| unreadable("decrypt", &e))?;
         check_ignored_parameters(r.warnings.as_deref())?;
