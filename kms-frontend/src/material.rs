@@ -172,6 +172,16 @@ fn random_secret(spec: KeySpec, len: usize) -> Result<KeyMaterial, MaterialError
     Ok(KeyMaterial::from_parts(spec, secret, None))
 }
 
+/// The material of a key pair: its PKCS#8 private key (zeroized on drop) and its X.509
+/// SubjectPublicKeyInfo.
+fn pair_material(spec: KeySpec, private_pkcs8: &[u8], public_x509: &[u8]) -> KeyMaterial {
+    KeyMaterial::from_parts(
+        spec,
+        Zeroizing::new(private_pkcs8.to_vec()),
+        Some(public_x509.to_vec()),
+    )
+}
+
 fn rsa(spec: KeySpec, size: KeySize) -> Result<KeyMaterial, MaterialError> {
     let key_pair = RsaKeyPair::generate(size).map_err(|_| MaterialError::Generate(spec))?;
     let private: Pkcs8V1Der<'static> =
@@ -180,11 +190,7 @@ fn rsa(spec: KeySpec, size: KeySize) -> Result<KeyMaterial, MaterialError> {
         .public_key()
         .as_der()
         .map_err(|_| MaterialError::Encode(spec))?;
-    Ok(KeyMaterial::from_parts(
-        spec,
-        Zeroizing::new(private.as_ref().to_vec()),
-        Some(public.as_ref().to_vec()),
-    ))
+    Ok(pair_material(spec, private.as_ref(), public.as_ref()))
 }
 
 fn ecdsa(
@@ -199,11 +205,7 @@ fn ecdsa(
         .public_key()
         .as_der()
         .map_err(|_| MaterialError::Encode(spec))?;
-    Ok(KeyMaterial::from_parts(
-        spec,
-        Zeroizing::new(private.as_ref().to_vec()),
-        Some(public.as_ref().to_vec()),
-    ))
+    Ok(pair_material(spec, private.as_ref(), public.as_ref()))
 }
 
 fn ed25519(spec: KeySpec) -> Result<KeyMaterial, MaterialError> {
@@ -216,11 +218,7 @@ fn ed25519(spec: KeySpec) -> Result<KeyMaterial, MaterialError> {
         .public_key()
         .as_der()
         .map_err(|_| MaterialError::Encode(spec))?;
-    Ok(KeyMaterial::from_parts(
-        spec,
-        Zeroizing::new(private.as_ref().to_vec()),
-        Some(public.as_ref().to_vec()),
-    ))
+    Ok(pair_material(spec, private.as_ref(), public.as_ref()))
 }
 
 fn ml_dsa(
@@ -235,11 +233,7 @@ fn ml_dsa(
         .public_key()
         .as_der()
         .map_err(|_| MaterialError::Encode(spec))?;
-    Ok(KeyMaterial::from_parts(
-        spec,
-        Zeroizing::new(private.as_ref().to_vec()),
-        Some(public.as_ref().to_vec()),
-    ))
+    Ok(pair_material(spec, private.as_ref(), public.as_ref()))
 }
 
 /// The parameters of an ML-KEM spec: the aws-lc-rs algorithm, the last arc of its OID
