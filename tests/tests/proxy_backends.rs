@@ -374,11 +374,7 @@ fn thread_count(pid: u32) -> usize {
 #[tokio::test]
 async fn pkcs11_session_pool_exhaustion_is_throttling() {
     let (hsm, fixture, status) = hsm_fixture();
-    let base = hsm.backend_toml(&status);
-    let backend = format!(
-        "{}, pool_size = 1, session_wait_ms = 5 }}",
-        base.trim_end().trim_end_matches('}').trim_end()
-    );
+    let backend = hsm.backend_toml_with(&status, ", pool_size = 1, session_wait_ms = 5");
     let p = fixture
         .store(
             StoreSpec::new("main", "/tenant-1")

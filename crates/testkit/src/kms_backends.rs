@@ -71,8 +71,13 @@ impl SoftHsm {
 
     /// The `backend = { ... }` TOML of a key store on this token.
     pub fn backend_toml(&self, status_file: &str) -> String {
+        self.backend_toml_with(status_file, "")
+    }
+
+    /// The same with extra inline settings, e.g. `", pool_size = 1"`.
+    pub fn backend_toml_with(&self, status_file: &str, extra: &str) -> String {
         format!(
-            "{{ type = \"pkcs11\", module = \"{SOFTHSM_MODULE}\", token = {{ label = \"{}\" }}, pin_file = \"{}\", key_status_file = \"{status_file}\" }}",
+            "{{ type = \"pkcs11\", module = \"{SOFTHSM_MODULE}\", token = {{ label = \"{}\" }}, pin_file = \"{}\", key_status_file = \"{status_file}\"{extra} }}",
             self.label,
             self.pin_file.display()
         )
