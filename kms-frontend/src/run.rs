@@ -118,6 +118,7 @@ pub fn build(cfg: &FrontendConfig) -> Result<Kms, RunError> {
         xks: xks_client(&cfg.xks)?,
         health_checks_ok: Default::default(),
         health_checks_failed: Default::default(),
+        next_sweep_ms: Default::default(),
     })
 }
 

@@ -27,7 +27,14 @@ pub struct Kms {
     pub health_checks_ok: std::sync::atomic::AtomicU64,
     /// Periodic proxy health checks that failed.
     pub health_checks_failed: std::sync::atomic::AtomicU64,
+    /// Service-clock time (ms) from which the next request sweeps ended deletion windows.
+    pub next_sweep_ms: std::sync::atomic::AtomicI64,
 }
+
+/// How often (service-clock ms) requests sweep ended deletion windows. Sweeping on every
+/// request cost a query per call that SQLite re-plans each time (its bound time is a range
+/// on an indexed column); [`Kms::find_key`] hides an ended key in between anyway.
+const SWEEP_INTERVAL_MS: i64 = 1_000;
 
 /// Maps a storage error to the KMS error callers see. The only such mapping.
 pub fn storage_error(e: StorageError) -> KmsError {
@@ -63,7 +70,23 @@ impl Kms {
         caller: &Caller,
         body: &[u8],
     ) -> Result<serde_json::Value, KmsError> {
-        self.sweep_deletions();
+        let now = self.clock.now_ms();
+        let due = self
+            .next_sweep_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if now >= due
+            && self
+                .next_sweep_ms
+                .compare_exchange(
+                    due,
+                    now.saturating_add(SWEEP_INTERVAL_MS),
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.sweep_deletions();
+        }
         crate::ops::dispatch(self, operation, caller, body)
     }
 
