@@ -22,6 +22,7 @@
 
 use std::fmt;
 
+mod group_commit;
 mod sqlite;
 
 pub use sqlite::SqliteStorage;

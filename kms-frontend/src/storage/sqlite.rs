@@ -28,7 +28,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,13 +36,14 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 use rusqlite::{ffi, params};
 
+use super::group_commit::{Pending, WriteQueue, apply_batch};
 use super::{
     AliasRecord, CONNECTION_STATE_CONNECTED, CustomKeyStoreRecord, KEY_STATE_PENDING_DELETION,
     KeyRecord, Page, Storage, StorageError,
 };
 
 /// The schema version this code writes and understands.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 /// How long one SQLite call waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -172,8 +173,37 @@ BEGIN
 END;
 ";
 
+/// Version 2 → 3: the number of keys per account and Region, kept by triggers, so the
+/// quota check of a key creation is one lookup instead of a scan of every key.
+const SCHEMA_V3: &str = "
+CREATE TABLE key_counts (
+    account_id TEXT    NOT NULL,
+    region     TEXT    NOT NULL,
+    n          INTEGER NOT NULL,
+    PRIMARY KEY (account_id, region)
+) WITHOUT ROWID;
+INSERT INTO key_counts (account_id, region, n)
+    SELECT account_id, region, COUNT(*) FROM keys GROUP BY account_id, region;
+CREATE TRIGGER keys_count_insert AFTER INSERT ON keys
+BEGIN
+    INSERT INTO key_counts (account_id, region, n) VALUES (NEW.account_id, NEW.region, 1)
+        ON CONFLICT (account_id, region) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER keys_count_delete AFTER DELETE ON keys
+BEGIN
+    UPDATE key_counts SET n = n - 1
+    WHERE account_id = OLD.account_id AND region = OLD.region;
+END;
+CREATE TRIGGER keys_account_region_immutable
+BEFORE UPDATE OF account_id, region ON keys
+WHEN NEW.account_id IS NOT OLD.account_id OR NEW.region IS NOT OLD.region
+BEGIN
+    SELECT RAISE(ABORT, 'a key cannot move between accounts or Regions');
+END;
+";
+
 /// The schema migrations: (version reached, DDL), in order. A new database runs them all.
-const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)];
 
 /// The message of the trigger refusing a key whose custom key store does not exist.
 const TRIGGER_STORE_NOT_FOUND: &str = "custom key store not found";
@@ -197,7 +227,7 @@ const STORE_COLUMNS: &str = "account_id, region, id, name, store_type, uri_endpo
 
 /// Why an attempt failed: a raw SQLite error (maybe retryable) or a final answer.
 #[derive(Debug)]
-enum Failure {
+pub(super) enum Failure {
     Sql(rusqlite::Error),
     Storage(StorageError),
 }
@@ -215,7 +245,7 @@ impl From<StorageError> for Failure {
 }
 
 impl Failure {
-    fn is_busy(&self) -> bool {
+    pub(super) fn is_busy(&self) -> bool {
         matches!(
             self,
             Self::Sql(e) if matches!(
@@ -225,7 +255,7 @@ impl Failure {
         )
     }
 
-    fn into_storage(self) -> StorageError {
+    pub(super) fn into_storage(self) -> StorageError {
         match self {
             Self::Storage(e) => e,
             Self::Sql(e) => backend(&e),
@@ -274,6 +304,7 @@ fn fetch_limit(limit: usize) -> i64 {
 pub struct SqliteStorage {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    writes: WriteQueue,
 }
 
 impl fmt::Debug for SqliteStorage {
@@ -294,6 +325,7 @@ impl SqliteStorage {
         Ok(Self {
             path: path.to_path_buf(),
             idle: Mutex::new(vec![conn]),
+            writes: WriteQueue::default(),
         })
     }
 
@@ -330,12 +362,45 @@ impl SqliteStorage {
         &self,
         mut op: impl FnMut(&Transaction<'_>) -> Result<T, Failure>,
     ) -> Result<T, StorageError> {
+        let _writer = self.writes.writer();
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let v = op(&tx)?;
             tx.commit()?;
             Ok(v)
         })
+    }
+
+    /// Like [`Self::write`], but `op` may share its transaction and commit with other
+    /// writers queued at the same time (see [`super::group_commit`]); `op` still sees a
+    /// consistent database and its failure rolls back only its own changes.
+    fn write_queued<T: Send + 'static>(
+        &self,
+        op: impl FnMut(&Transaction<'_>) -> Result<T, Failure> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let pending = Arc::new(Pending::new(op));
+        self.writes.push(pending.clone());
+        loop {
+            let _writer = self.writes.writer();
+            if let Some(outcome) = pending.take_outcome() {
+                return outcome;
+            }
+            let batch = self.writes.take_batch();
+            if batch.is_empty() {
+                // Unreachable: an unsettled write is queued, and no batch runs while we
+                // hold the writer lock.
+                return Err(StorageError::Backend("a queued write was lost".to_owned()));
+            }
+            let result = self.with_conn(|conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                apply_batch(&tx, &batch)?;
+                tx.commit()?;
+                Ok(())
+            });
+            for write in &batch {
+                write.settle(result.as_ref().map(|_| ()));
+            }
+        }
     }
 
     /// Runs `op` in a read transaction (one consistent snapshot).
@@ -618,58 +683,63 @@ fn store_tags(tx: &Transaction<'_>, key: &KeyRecord) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Inserts `key` (with its tags) unless the account and Region already hold `max_keys`
+/// keys; the count comes from `key_counts`, kept by triggers, not from a scan.
+fn insert_key(tx: &Transaction<'_>, key: &KeyRecord, max_keys: u64) -> Result<(), Failure> {
+    let count: i64 = tx
+        .prepare_cached("SELECT n FROM key_counts WHERE account_id = ?1 AND region = ?2")?
+        .query_row(params![key.account_id, key.region], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    if u64::try_from(count).unwrap_or(0) >= max_keys {
+        return Err(StorageError::LimitExceeded(format!(
+            "The account already has {count} KMS keys in this Region; the quota is {max_keys}."
+        ))
+        .into());
+    }
+    tx.prepare_cached(&format!(
+        "INSERT INTO keys ({KEY_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?
+    .execute(params![
+        key.account_id,
+        key.region,
+        key.key_id,
+        key.arn,
+        key.creation_date_ms,
+        key.description,
+        key.key_spec,
+        key.key_usage,
+        key.origin,
+        key.key_state,
+        key.deletion_date_ms,
+        key.pending_window_days,
+        key.multi_region,
+        key.custom_key_store_id,
+        key.xks_key_id,
+        key.policy,
+        key.sealed_material,
+        key.material_id,
+    ])
+    .map_err(|e| match constraint(&e) {
+        Some((ffi::SQLITE_CONSTRAINT_PRIMARYKEY, _)) => {
+            Failure::Storage(StorageError::AlreadyExists(format!("key {}", key.key_id)))
+        }
+        Some((ffi::SQLITE_CONSTRAINT_UNIQUE, msg)) if msg.contains("xks_key_id") => {
+            Failure::Storage(StorageError::XksKeyInUse)
+        }
+        Some((ffi::SQLITE_CONSTRAINT_TRIGGER, TRIGGER_STORE_NOT_FOUND)) => {
+            Failure::Storage(StorageError::NotFound)
+        }
+        _ => Failure::Sql(e),
+    })?;
+    store_tags(tx, key)
+}
+
 impl Storage for SqliteStorage {
     fn create_key(&self, key: &KeyRecord, max_keys: u64) -> Result<(), StorageError> {
-        self.write(|tx| {
-            let count: i64 = tx.query_row(
-                "SELECT COUNT(*) FROM keys WHERE account_id = ?1 AND region = ?2",
-                params![key.account_id, key.region],
-                |r| r.get(0),
-            )?;
-            if u64::try_from(count).unwrap_or(0) >= max_keys {
-                return Err(StorageError::LimitExceeded(format!(
-                    "The account already has {count} KMS keys in this Region; the quota is {max_keys}."
-                ))
-                .into());
-            }
-            tx.prepare_cached(&format!(
-                "INSERT INTO keys ({KEY_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
-            ))?
-            .execute(params![
-                key.account_id,
-                key.region,
-                key.key_id,
-                key.arn,
-                key.creation_date_ms,
-                key.description,
-                key.key_spec,
-                key.key_usage,
-                key.origin,
-                key.key_state,
-                key.deletion_date_ms,
-                key.pending_window_days,
-                key.multi_region,
-                key.custom_key_store_id,
-                key.xks_key_id,
-                key.policy,
-                key.sealed_material,
-                key.material_id,
-            ])
-            .map_err(|e| match constraint(&e) {
-                Some((ffi::SQLITE_CONSTRAINT_PRIMARYKEY, _)) => {
-                    Failure::Storage(StorageError::AlreadyExists(format!("key {}", key.key_id)))
-                }
-                Some((ffi::SQLITE_CONSTRAINT_UNIQUE, msg)) if msg.contains("xks_key_id") => {
-                    Failure::Storage(StorageError::XksKeyInUse)
-                }
-                Some((ffi::SQLITE_CONSTRAINT_TRIGGER, TRIGGER_STORE_NOT_FOUND)) => {
-                    Failure::Storage(StorageError::NotFound)
-                }
-                _ => Failure::Sql(e),
-            })?;
-            store_tags(tx, key)
-        })
+        let key = key.clone();
+        self.write_queued(move |tx| insert_key(tx, &key, max_keys))
     }
 
     fn get_key(

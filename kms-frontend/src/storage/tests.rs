@@ -688,6 +688,60 @@ fn shared_instance_across_threads() {
     );
 }
 
+/// Writers of one instance share transactions (group commit): each still gets its own
+/// outcome, a failing write rolls back only itself, and the quota counts every key once.
+#[test]
+fn grouped_creates_settle_each_write_on_its_own() {
+    const THREADS: usize = 48;
+    let (_dir, path) = db();
+    let s = Arc::new(open(&path));
+    add_stores(&s, &["cks-1"]);
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|i| {
+            let s = Arc::clone(&s);
+            let barrier = Arc::clone(&barrier);
+            thread::spawn(move || {
+                barrier.wait();
+                // A third clash on one key id, a third on one external key, a third are
+                // distinct; the quota (40) stops some of the distinct ones too.
+                let record = match i % 3 {
+                    0 => key(ACCT, REGION, "same-id"),
+                    1 => xks_key(&format!("xks-{i:02}"), "cks-1", "one-external-key"),
+                    _ => key(ACCT, REGION, &format!("own-{i:02}")),
+                };
+                (i % 3, s.create_key(&record, 40))
+            })
+        })
+        .collect();
+    let results: Vec<(usize, Result<(), StorageError>)> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let count = |kind: usize, want: fn(&Result<(), StorageError>) -> bool| {
+        results
+            .iter()
+            .filter(|(k, r)| *k == kind && want(r))
+            .count()
+    };
+    assert_eq!(count(0, |r| r.is_ok()), 1, "{results:?}");
+    assert_eq!(
+        count(0, |r| matches!(r, Err(StorageError::AlreadyExists(_)))),
+        15
+    );
+    assert_eq!(count(1, |r| r.is_ok()), 1, "{results:?}");
+    assert_eq!(count(1, |r| *r == Err(StorageError::XksKeyInUse)), 15);
+    assert_eq!(count(2, |r| r.is_ok()), 16, "{results:?}");
+    // Every success is stored, nothing else is, and the kept count agrees.
+    let stored = s.list_keys(ACCT, REGION, None, 1000).unwrap().items.len();
+    assert_eq!(stored, 18);
+    assert!(matches!(
+        s.create_key(&key(ACCT, REGION, "over"), 18),
+        Err(StorageError::LimitExceeded(_))
+    ));
+    s.create_key(&key(ACCT, REGION, "fits"), 19).unwrap();
+    s.delete_key(ACCT, REGION, "fits").unwrap();
+    s.create_key(&key(ACCT, REGION, "fits-again"), 19).unwrap();
+}
+
 // ---- Custom key stores ----
 
 #[test]
@@ -1409,7 +1463,7 @@ fn migration_from_v1() {
     create_v1_database(&path);
     let s = open(&path);
 
-    // Recorded as version 2, with the version history kept.
+    // Recorded as the current version, with the version history kept.
     let raw = rusqlite::Connection::open(&path).unwrap();
     let versions: Vec<i64> = raw
         .prepare("SELECT version FROM schema_version ORDER BY version")
@@ -1418,8 +1472,8 @@ fn migration_from_v1() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, vec![1, SCHEMA_VERSION]);
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(versions, vec![1, 2, SCHEMA_VERSION]);
+    assert_eq!(SCHEMA_VERSION, 3);
     // The migrated schema is exactly a new database's.
     let fresh = dir.path().join("fresh.sqlite3");
     drop(open(&fresh));
@@ -1439,6 +1493,13 @@ fn migration_from_v1() {
     );
     let legacy = s.get_key(ACCT, REGION, "k-legacy").unwrap().unwrap();
     assert_eq!(legacy.custom_key_store_id.as_deref(), Some("cks-legacy"));
+
+    // The keys already there count toward the quota.
+    assert!(matches!(
+        s.create_key(&key(ACCT, REGION, "k-over"), 2),
+        Err(StorageError::LimitExceeded(_))
+    ));
+    s.create_key(&key(ACCT, REGION, "k-fits"), 3).unwrap();
 
     // The new rules apply.
     s.create_custom_key_store(&store(ACCT, REGION, "cks-1"), 10)
@@ -1481,7 +1542,7 @@ fn migration_from_v1() {
     let count: i64 = raw
         .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(count, 2);
+    assert_eq!(count, 3);
 }
 
 /// 20 threads, each with its own `SqliteStorage` of the same file, create stores with the
