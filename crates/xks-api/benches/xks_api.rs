@@ -1,5 +1,5 @@
-//! Micro-benchmarks: XKS JSON parsing of the largest requests, and AAD construction +
-//! AES-256-GCM in the shape the proxy's embedded backend uses.
+//! Micro-benchmarks: XKS JSON parsing of the largest requests, AAD construction +
+//! AES-256-GCM in the shape the proxy's embedded backend uses, and the CDIV.
 //!
 //! Run with `cargo bench -p xks-api` (add `-- --quick` for a short run). No assertions on
 //! timings: the numbers are for comparison between changes on one machine.
@@ -142,5 +142,29 @@ fn bench_aad_gcm(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_json, bench_aad_gcm);
+fn bench_cdiv(c: &mut Criterion) {
+    let aad = pattern(64, 11);
+    let metadata = CiphertextMetadata::new(AadConstruction::Spec, 1).encode();
+    let iv = pattern(12, 12);
+    let tag = pattern(16, 13);
+    let mut group = c.benchmark_group("cdiv");
+    for size in [32usize, 4096] {
+        let ciphertext = pattern(size, 14);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("sha256", size), &ciphertext, |b, ct| {
+            b.iter(|| {
+                xks_api::cdiv::compute(&xks_api::cdiv::CdivInput {
+                    aad: Some(black_box(&aad)),
+                    metadata: Some(&metadata),
+                    iv: &iv,
+                    ciphertext: black_box(ct),
+                    tag: &tag,
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_json, bench_aad_gcm, bench_cdiv);
 criterion_main!(benches);
