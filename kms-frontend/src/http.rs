@@ -91,14 +91,7 @@ async fn handle(
         .ok_or_else(|| KmsError::client("UnknownOperationException", ""))?
         .to_owned();
     *operation = op.clone();
-    let kms = kms.clone();
-    tokio::task::spawn_blocking(move || kms.handle(&op, &caller, &body))
-        .await
-        .map_err(|e| {
-            // Never echo panic text to callers; it is in the log.
-            tracing::error!(error = %e, "an operation failed unexpectedly");
-            KmsError::internal("An internal error occurred.")
-        })?
+    kms.handle(op, caller, body).await
 }
 
 async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<Vec<u8>, KmsError> {

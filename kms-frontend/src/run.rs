@@ -118,7 +118,6 @@ pub fn build(cfg: &FrontendConfig) -> Result<Kms, RunError> {
         xks: xks_client(&cfg.xks)?,
         health_checks_ok: Default::default(),
         health_checks_failed: Default::default(),
-        next_sweep_ms: Default::default(),
     })
 }
 
@@ -155,7 +154,7 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
     // Deletion windows end even when nobody calls.
     let sweeper = kms.clone();
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        let mut tick = tokio::time::interval(crate::service::SWEEP_INTERVAL);
         loop {
             tick.tick().await;
             let k = sweeper.clone();

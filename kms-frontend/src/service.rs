@@ -27,14 +27,11 @@ pub struct Kms {
     pub health_checks_ok: std::sync::atomic::AtomicU64,
     /// Periodic proxy health checks that failed.
     pub health_checks_failed: std::sync::atomic::AtomicU64,
-    /// Service-clock time (ms) from which the next request sweeps ended deletion windows.
-    pub next_sweep_ms: std::sync::atomic::AtomicI64,
 }
 
-/// How often (service-clock ms) requests sweep ended deletion windows. Sweeping on every
-/// request cost a query per call that SQLite re-plans each time (its bound time is a range
-/// on an indexed column); [`Kms::find_key`] hides an ended key in between anyway.
-const SWEEP_INTERVAL_MS: i64 = 1_000;
+/// How often keys whose deletion window ended are deleted (by a task of the server; the
+/// test clock's advance hook sweeps at once). [`Kms::find_key`] hides such a key in between.
+pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Maps a storage error to the KMS error callers see. The only such mapping.
 pub fn storage_error(e: StorageError) -> KmsError {
@@ -63,31 +60,34 @@ pub enum KeyRef {
 }
 
 impl Kms {
-    /// Runs one operation for an authenticated caller (on the blocking pool).
-    pub fn handle(
+    /// Runs one operation for an authenticated caller. The cryptographic operations run as
+    /// tasks on the runtime: besides CPU work they only read storage (WAL reads, which do
+    /// not wait for writers) and await the proxy, a round trip a blocking thread would sit
+    /// through (a profile showed the thread hand-offs costing more than the work). All
+    /// others may write, and wait for the disk, so they run on the blocking pool. Either
+    /// way a panic becomes an internal error whose text stays in the log.
+    pub async fn handle(
         self: &Arc<Self>,
-        operation: &str,
-        caller: &Caller,
-        body: &[u8],
+        operation: String,
+        caller: Caller,
+        body: Vec<u8>,
     ) -> Result<serde_json::Value, KmsError> {
-        let now = self.clock.now_ms();
-        let due = self
-            .next_sweep_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if now >= due
-            && self
-                .next_sweep_ms
-                .compare_exchange(
-                    due,
-                    now.saturating_add(SWEEP_INTERVAL_MS),
-                    std::sync::atomic::Ordering::Relaxed,
-                    std::sync::atomic::Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            self.sweep_deletions();
-        }
-        crate::ops::dispatch(self, operation, caller, body)
+        let kms = self.clone();
+        let joined = if crate::ops::CRYPTO_OPERATIONS.contains(&operation.as_str()) {
+            tokio::spawn(async move {
+                crate::ops::dispatch_crypto(&kms, &operation, &caller, &body).await
+            })
+            .await
+        } else {
+            tokio::task::spawn_blocking(move || {
+                crate::ops::dispatch(&kms, &operation, &caller, &body)
+            })
+            .await
+        };
+        joined.map_err(|e| {
+            tracing::error!(error = %e, "an operation failed unexpectedly");
+            KmsError::internal("An internal error occurred.")
+        })?
     }
 
     /// A key's state as callers see it: keys of a custom key store that is not CONNECTED are

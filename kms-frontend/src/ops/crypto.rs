@@ -1,5 +1,9 @@
 //! Symmetric cryptography with `AWS_KMS` key material: Encrypt, Decrypt, GenerateDataKey,
 //! GenerateDataKeyWithoutPlaintext, ReEncrypt, and GenerateRandom.
+//!
+//! All but GenerateRandom are `async`: with a key in an external key store they await the
+//! proxy, and they run as tasks on the runtime (see [`crate::service::Kms::handle`]). What
+//! they do before and after is CPU work and storage reads.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -110,7 +114,7 @@ fn material(kms: &Kms, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> 
     crypto::unseal_material(&kms.root, &key.arn, sealed)
 }
 
-fn encrypt_with(
+async fn encrypt_with(
     kms: &Kms,
     caller: &Caller,
     key: &KeyRecord,
@@ -120,7 +124,7 @@ fn encrypt_with(
 ) -> Result<Vec<u8>, KmsError> {
     let m = material(kms, key)?;
     if key.origin == Origin::ExternalKeyStore.as_str() {
-        return xks_encrypt(kms, caller, key, &m, plaintext, ctx, op);
+        return xks_encrypt(kms, caller, key, &m, plaintext, ctx, op).await;
     }
     crypto::encrypt_blob(&key.key_id, &m, plaintext, ctx)
 }
@@ -162,7 +166,7 @@ fn proxy_call_parts(
 
 /// Double encryption: the inner layer with the KMS key material, the outer one by the
 /// proxy with the external key (see `crate::xks` for the blob).
-fn xks_encrypt(
+async fn xks_encrypt(
     kms: &Kms,
     caller: &Caller,
     key: &KeyRecord,
@@ -185,11 +189,10 @@ fn xks_encrypt(
         region: &caller.region,
     };
     let xks_key_id = key.xks_key_id.as_deref().unwrap_or_default();
-    let out = tokio::runtime::Handle::current()
-        .block_on(
-            kms.xks
-                .encrypt(&target, xks_key_id, meta, &inner, &proxy_aad),
-        )
+    let out = kms
+        .xks
+        .encrypt(&target, xks_key_id, meta, &inner, &proxy_aad)
+        .await
         .map_err(|e| crate::xks::surface(crate::xks::CallSite::Crypto, &e))?;
     let mut proxy_tag = [0u8; 16];
     proxy_tag.copy_from_slice(out.authentication_tag.as_slice());
@@ -205,7 +208,7 @@ fn xks_encrypt(
 }
 
 /// Removes both layers of a double-encryption blob.
-fn xks_decrypt(
+async fn xks_decrypt(
     kms: &Kms,
     caller: &Caller,
     key: &KeyRecord,
@@ -225,8 +228,9 @@ fn xks_decrypt(
     };
     let xks_key_id = key.xks_key_id.as_deref().unwrap_or_default();
     let metadata = (!blob.metadata.is_empty()).then_some(&blob.metadata[..]);
-    let inner = tokio::runtime::Handle::current()
-        .block_on(kms.xks.decrypt(
+    let inner = kms
+        .xks
+        .decrypt(
             &target,
             xks_key_id,
             meta,
@@ -235,7 +239,8 @@ fn xks_decrypt(
             &blob.proxy_iv,
             &blob.proxy_tag,
             &proxy_aad,
-        ))
+        )
+        .await
         .map_err(|e| crate::xks::surface(crate::xks::CallSite::Crypto, &e))?;
     let m = material(kms, key)?;
     let mut inner_aad = crate::xks::header(&key.key_id)?;
@@ -286,7 +291,11 @@ fn dry_run(flag: Option<bool>) -> Result<(), KmsError> {
     Ok(())
 }
 
-pub(super) fn encrypt(kms: &Kms, caller: &Caller, input: EncryptInput) -> Result<Value, KmsError> {
+pub(super) async fn encrypt(
+    kms: &Kms,
+    caller: &Caller,
+    input: EncryptInput,
+) -> Result<Value, KmsError> {
     let mut v = Violations::new();
     let key_id = required_key_id(input.key_id.as_deref());
     let plaintext = blob("Plaintext", input.plaintext.as_deref())?;
@@ -312,14 +321,15 @@ pub(super) fn encrypt(kms: &Kms, caller: &Caller, input: EncryptInput) -> Result
         plaintext.as_deref().map_or(&[][..], |p| &p[..]),
         &ctx,
         "Encrypt",
-    )?;
+    )
+    .await?;
     Ok(
         json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
     )
 }
 
 /// Decrypts a blob for `caller`; `expected` is the KeyId the caller named, if any.
-fn open_blob(
+async fn open_blob(
     kms: &Kms,
     caller: &Caller,
     blob: &[u8],
@@ -362,7 +372,7 @@ fn open_blob(
                 "The ciphertext is not valid.",
             ));
         }
-        let plaintext = xks_decrypt(kms, caller, &key, b, ctx, op)?;
+        let plaintext = xks_decrypt(kms, caller, &key, b, ctx, op).await?;
         return Ok((key, plaintext));
     }
     if key.origin == Origin::ExternalKeyStore.as_str() {
@@ -395,7 +405,11 @@ fn ciphertext(v: &mut Violations, member: &str, value: Option<&Zeroizing<Vec<u8>
     }
 }
 
-pub(super) fn decrypt(kms: &Kms, caller: &Caller, input: DecryptInput) -> Result<Value, KmsError> {
+pub(super) async fn decrypt(
+    kms: &Kms,
+    caller: &Caller,
+    input: DecryptInput,
+) -> Result<Value, KmsError> {
     let mut v = Violations::new();
     let blob = blob("CiphertextBlob", input.ciphertext_blob.as_deref())?;
     ciphertext(&mut v, "ciphertextBlob", blob.as_ref());
@@ -417,7 +431,8 @@ pub(super) fn decrypt(kms: &Kms, caller: &Caller, input: DecryptInput) -> Result
         &ctx,
         input.key_id.as_deref(),
         "Decrypt",
-    )?;
+    )
+    .await?;
     dry_run(input.dry_run)?;
     Ok(
         json!({"KeyId": key.arn, "Plaintext": b64(&plaintext), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
@@ -437,7 +452,7 @@ pub(super) struct DataKeyInput {
     recipient: Option<Value>,
 }
 
-pub(super) fn generate_data_key(
+pub(super) async fn generate_data_key(
     kms: &Kms,
     caller: &Caller,
     input: DataKeyInput,
@@ -503,7 +518,7 @@ pub(super) fn generate_data_key(
     } else {
         "GenerateDataKeyWithoutPlaintext"
     };
-    let blob = encrypt_with(kms, caller, &key, &data_key, &ctx, op)?;
+    let blob = encrypt_with(kms, caller, &key, &data_key, &ctx, op).await?;
     let mut out = json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn});
     if with_plaintext {
         out["Plaintext"] = json!(b64(&data_key));
@@ -526,7 +541,7 @@ pub(super) struct ReEncryptInput {
     dry_run: Option<bool>,
 }
 
-pub(super) fn re_encrypt(
+pub(super) async fn re_encrypt(
     kms: &Kms,
     caller: &Caller,
     input: ReEncryptInput,
@@ -569,10 +584,11 @@ pub(super) fn re_encrypt(
         &src_ctx,
         input.source_key_id.as_deref(),
         "ReEncrypt",
-    )?;
+    )
+    .await?;
     usable(kms, &dest, "ReEncrypt")?;
     dry_run(input.dry_run)?;
-    let out = encrypt_with(kms, caller, &dest, &plaintext, &dst_ctx, "ReEncrypt")?;
+    let out = encrypt_with(kms, caller, &dest, &plaintext, &dst_ctx, "ReEncrypt").await?;
     Ok(json!({
         "CiphertextBlob": b64(&out),
         "SourceKeyId": source.arn,

@@ -48,14 +48,35 @@ pub fn dispatch(
         "GetKeyPolicy" => tags_policies::get_key_policy(kms, caller, parse(body)?),
         "PutKeyPolicy" => tags_policies::put_key_policy(kms, caller, parse(body)?),
         "ListKeyPolicies" => tags_policies::list_key_policies(kms, caller, parse(body)?),
-        "Encrypt" => crypto::encrypt(kms, caller, parse(body)?),
-        "Decrypt" => crypto::decrypt(kms, caller, parse(body)?),
-        "GenerateDataKey" => crypto::generate_data_key(kms, caller, parse(body)?, true),
-        "GenerateDataKeyWithoutPlaintext" => {
-            crypto::generate_data_key(kms, caller, parse(body)?, false)
-        }
-        "ReEncrypt" => crypto::re_encrypt(kms, caller, parse(body)?),
         "GenerateRandom" => crypto::generate_random(kms, caller, parse(body)?),
+        _ => Err(unknown_operation(operation)),
+    }
+}
+
+/// The operations [`dispatch_crypto`] serves (the ones that may call an XKS proxy).
+pub const CRYPTO_OPERATIONS: &[&str] = &[
+    "Encrypt",
+    "Decrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncrypt",
+];
+
+/// Runs one of [`CRYPTO_OPERATIONS`]; any other name is an unknown operation.
+pub async fn dispatch_crypto(
+    kms: &Kms,
+    operation: &str,
+    caller: &Caller,
+    body: &[u8],
+) -> Result<Value, KmsError> {
+    match operation {
+        "Encrypt" => crypto::encrypt(kms, caller, parse(body)?).await,
+        "Decrypt" => crypto::decrypt(kms, caller, parse(body)?).await,
+        "GenerateDataKey" => crypto::generate_data_key(kms, caller, parse(body)?, true).await,
+        "GenerateDataKeyWithoutPlaintext" => {
+            crypto::generate_data_key(kms, caller, parse(body)?, false).await
+        }
+        "ReEncrypt" => crypto::re_encrypt(kms, caller, parse(body)?).await,
         _ => Err(unknown_operation(operation)),
     }
 }
