@@ -42,13 +42,84 @@ pub enum Command {
     BaselineServer(BaselineArgs),
     /// Turn a directory of JSON reports into the Markdown of BENCHMARKS.md.
     Summarize(SummarizeArgs),
+    /// Raw PKCS#11 calibration loop: AES-256-GCM C_EncryptInit + C_Encrypt as the proxy calls
+    /// them, one logged-in session per thread, no HTTP.
+    HsmBaseline(HsmBaselineArgs),
+    /// Start-up time: spawn a command, poll an HTTPS URL every 1 ms until it answers, stop
+    /// the command (SIGTERM); repeat.
+    Startup(StartupArgs),
+}
+
+/// `xks-load hsm-baseline`.
+#[derive(Debug, Clone, Args)]
+pub struct HsmBaselineArgs {
+    /// The PKCS#11 module (for SoftHSMv2, set SOFTHSM2_CONF as for the proxy).
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    pub module: PathBuf,
+    /// The token's label.
+    #[arg(long)]
+    pub token_label: String,
+    /// A file holding the user PIN (surrounding whitespace ignored).
+    #[arg(long)]
+    pub pin_file: PathBuf,
+    /// The key's CKA_LABEL (the proxy labels a key with its XKS key id).
+    #[arg(long)]
+    pub key_label: String,
+    /// Threads, each with its own logged-in session.
+    #[arg(long, default_value_t = 16)]
+    pub threads: usize,
+    /// Plaintext size in bytes.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Measured duration, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Calls made before measuring, seconds (not reported).
+    #[arg(long, default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Print the JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+}
+
+/// `xks-load startup`.
+#[derive(Debug, Clone, Args)]
+pub struct StartupArgs {
+    /// The URL to poll until it answers (any HTTP status).
+    #[arg(long)]
+    pub url: String,
+    /// PEM file of the CA(s) trusted for the server certificate (needed for https://).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// Number of start-ups.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Seconds one start-up may take before the measurement fails.
+    #[arg(long, default_value_t = 60.0)]
+    pub timeout: f64,
+    /// The figure's name in the report (default: the --json-out file stem).
+    #[arg(long)]
+    pub figure: Option<String>,
+    /// Print the JSON report instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// The command that starts the server, after `--`.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `xks-load summarize`.
 #[derive(Debug, Args)]
 pub struct SummarizeArgs {
-    /// Directory of `*.json` reports (rows in file-name order; a `*baseline*` report is the
-    /// ratio's denominator).
+    /// Directory of `*.json` reports (rows in file-name order; `*pkcs11*` rows are compared
+    /// with the `*hsm-baseline*` report, the others with the other `*baseline*` report;
+    /// `*moto*` figures are paired with ours; startup reports get a table of their own).
     pub dir: PathBuf,
     /// Write the Markdown here instead of standard output.
     #[arg(long)]
@@ -255,6 +326,104 @@ pub struct BaselineArgs {
     /// Length of the pause, milliseconds.
     #[arg(long, requires = "stall_at")]
     pub stall_ms: Option<u64>,
+}
+
+fn write_report(
+    json_out: Option<&PathBuf>,
+    json: String,
+    print_json: bool,
+    text: String,
+) -> ExitCode {
+    if let Some(path) = json_out
+        && let Err(e) = std::fs::write(path, json.clone() + "\n")
+    {
+        eprintln!("xks-load: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    let output = if print_json { json + "\n" } else { text };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(output.as_bytes());
+    let _ = stdout.flush();
+    ExitCode::SUCCESS
+}
+
+async fn run_hsm_baseline(args: HsmBaselineArgs, command_line: Vec<String>) -> ExitCode {
+    let options = (|| {
+        let pin = read("PIN file", &args.pin_file)?.trim().to_owned();
+        Ok::<_, String>(crate::hsm::HsmBaselineOptions {
+            module: args.module.clone(),
+            token_label: args.token_label.clone(),
+            pin: pin.into(),
+            key_label: args.key_label.clone(),
+            threads: args.threads,
+            size: args.size,
+            duration: seconds("--duration", args.duration)?,
+            warmup: seconds("--warmup", args.warmup)?,
+        })
+    })();
+    let options = match options {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("xks-load hsm-baseline: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match crate::hsm::run(options).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("xks-load hsm-baseline: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = result.report(command_line, MachineInfo::detect());
+    write_report(
+        args.json_out.as_ref(),
+        report.to_json(),
+        args.json,
+        report.to_text(),
+    )
+}
+
+async fn run_startup(args: StartupArgs) -> ExitCode {
+    let options = (|| {
+        if args.url.starts_with("https://") && args.cacert.is_none() {
+            return Err("an https:// URL needs --cacert".to_owned());
+        }
+        Ok(crate::startup::StartupOptions {
+            url: args.url.clone(),
+            ca_pem: args
+                .cacert
+                .as_ref()
+                .map(|path| read("CA file", path))
+                .transpose()?,
+            runs: args.runs,
+            command: args.command.clone(),
+            timeout: seconds("--timeout", args.timeout)?,
+        })
+    })();
+    let options = match options {
+        Ok(o) => o,
+        Err(message) => {
+            eprintln!("xks-load startup: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let figure = args
+        .figure
+        .clone()
+        .unwrap_or_else(|| crate::startup::default_figure(args.json_out.as_ref()));
+    match crate::startup::measure(&options, figure).await {
+        Ok(report) => write_report(
+            args.json_out.as_ref(),
+            report.to_json(),
+            args.json,
+            report.to_text(),
+        ),
+        Err(e) => {
+            eprintln!("xks-load startup: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn seconds(what: &str, value: f64) -> Result<Duration, String> {
@@ -528,6 +697,8 @@ pub async fn main(args: Vec<String>) -> ExitCode {
     match cli.command {
         Some(Command::BaselineServer(baseline)) => run_baseline(baseline).await,
         Some(Command::Summarize(args)) => run_summarize(args),
+        Some(Command::HsmBaseline(hsm)) => run_hsm_baseline(hsm, redact_command_line(args)).await,
+        Some(Command::Startup(startup)) => run_startup(startup).await,
         None => run_load(cli.run, redact_command_line(args)).await,
     }
 }
@@ -630,5 +801,51 @@ mod tests {
         assert!(Cli::try_parse_from(with(&["--http1", "--http2"])).is_err());
         assert!(Cli::try_parse_from(["xks-load", "baseline-server"]).is_err());
         assert!(Cli::try_parse_from(["xks-load", "baseline-server", "--plaintext"]).is_ok());
+        assert!(Cli::try_parse_from(["xks-load", "startup", "--url", "https://x/"]).is_err());
+    }
+
+    #[test]
+    fn parses_the_subcommands() {
+        let cli = parse(&[
+            "xks-load",
+            "hsm-baseline",
+            "--token-label",
+            "xks",
+            "--pin-file",
+            "pin",
+            "--key-label",
+            "bench-key",
+            "--duration",
+            "2",
+        ]);
+        let Some(Command::HsmBaseline(hsm)) = cli.command else {
+            panic!("not hsm-baseline")
+        };
+        assert_eq!(hsm.threads, 16);
+        assert_eq!(hsm.size, 32);
+        assert_eq!(hsm.module, PathBuf::from("/usr/lib/softhsm/libsofthsm2.so"));
+        let cli = parse(&[
+            "xks-load",
+            "startup",
+            "--url",
+            "https://localhost:1/",
+            "--cacert",
+            "ca.pem",
+            "--runs",
+            "3",
+            "--",
+            "xks-proxy",
+            "serve",
+            "--config",
+            "c.toml",
+        ]);
+        let Some(Command::Startup(startup)) = cli.command else {
+            panic!("not startup")
+        };
+        assert_eq!(startup.runs, 3);
+        assert_eq!(
+            startup.command,
+            ["xks-proxy", "serve", "--config", "c.toml"]
+        );
     }
 }

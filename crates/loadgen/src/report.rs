@@ -306,23 +306,31 @@ impl Report {
             _ => String::new(),
         };
         let scenario_name = self.scenario["name"].as_str().unwrap_or("?");
-        let _ = writeln!(
-            t,
-            "scenario   {scenario_name} {scenario_options}\ntarget     {} {} (http {}, {}{} pool(s), timeout {} ms)",
-            self.target.kind,
-            self.target.url,
-            serde_json::to_value(self.target.http_version)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            if self.target.new_connection_per_request {
-                "new connection per request, "
-            } else {
-                "keep-alive, "
-            },
-            self.target.pools,
-            self.target.timeout_ms
-        );
+        if self.target.kind == "pkcs11" {
+            let _ = writeln!(
+                t,
+                "scenario   {scenario_name} {scenario_options}\ntarget     pkcs11 {} ({} session(s), no HTTP)",
+                self.target.url, self.target.pools
+            );
+        } else {
+            let _ = writeln!(
+                t,
+                "scenario   {scenario_name} {scenario_options}\ntarget     {} {} (http {}, {}{} pool(s), timeout {} ms)",
+                self.target.kind,
+                self.target.url,
+                serde_json::to_value(self.target.http_version)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                if self.target.new_connection_per_request {
+                    "new connection per request, "
+                } else {
+                    "keep-alive, "
+                },
+                self.target.pools,
+                self.target.timeout_ms
+            );
+        }
         let mode = match &self.mode {
             Mode::Closed { concurrency } => format!("closed loop, concurrency {concurrency}"),
             Mode::Open {

@@ -1,9 +1,18 @@
-//! `xks-load summarize`: turns a directory of JSON reports (schema `xks-load/report/v1`) into
-//! the Markdown of `BENCHMARKS.md`: the machine and date, one table row per report, each
-//! figure's ratio to the same run's baseline, and the command that reproduces it.
+//! `xks-load summarize`: turns a directory of JSON reports (schemas `xks-load/report/v1` and
+//! `xks-load/startup/v1`) into the Markdown of `BENCHMARKS.md`: the machine and date, one
+//! table row per load report, each figure's ratio to the same run's baseline, a comparison
+//! with moto where the run has moto figures, a start-up table, and the commands that
+//! reproduce every figure.
 //!
-//! Reports are rows in file-name order (name them `01-…`, `02-…`); the report whose file stem
-//! contains `baseline` is the denominator of the ratio column.
+//! Reports are rows in file-name order (name them `01-…`, `02-…`). The "vs baseline" column
+//! (closed-loop rows only) uses one of two denominators, named in each cell:
+//! - `(hsm)`: rows whose figure name contains `pkcs11` are compared with the raw PKCS#11
+//!   loop, the first figure whose name contains `hsm-baseline` (`xks-load hsm-baseline`);
+//! - `(tls)`: every other row (and PKCS#11 rows when the run has no HSM baseline) with the
+//!   trivial TLS server, the first other figure whose name contains `baseline`.
+//!
+//! A figure whose name contains `moto` is paired with the first figure not run against moto
+//! that has the same scenario (key ids aside) and load; the pair's ratio is ours / moto.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,8 +30,8 @@ pub enum SummaryError {
         /// Why.
         source: std::io::Error,
     },
-    /// A file is not a `xks-load/report/v1` report.
-    #[error("{path}: not an xks-load/report/v1 JSON report ({reason})")]
+    /// A file is neither a `xks-load/report/v1` nor a `xks-load/startup/v1` report.
+    #[error("{path}: not an xks-load/report/v1 or xks-load/startup/v1 JSON report ({reason})")]
     NotAReport {
         /// The path.
         path: PathBuf,
@@ -67,10 +76,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Figure>, SummaryError> {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
-            if report["schema"] != "xks-load/report/v1" {
+            if report["schema"] != crate::report::SCHEMA
+                && report["schema"] != crate::startup::SCHEMA
+            {
                 return Err(SummaryError::NotAReport {
                     path,
-                    reason: "schema is not xks-load/report/v1".into(),
+                    reason: format!("schema is {}", report["schema"]),
                 });
             }
             let name = path
@@ -91,6 +102,9 @@ fn fmt_opt(v: Option<f64>, decimals: usize) -> String {
 }
 
 fn mode(r: &Value) -> String {
+    if r["target"]["kind"] == "pkcs11" {
+        return format!("threads={}", r["mode"]["concurrency"]);
+    }
     match r["mode"]["kind"].as_str() {
         Some("closed") => format!("closed, c={}", r["mode"]["concurrency"]),
         Some("open") => format!("open, {} req/s", r["mode"]["rate"]),
@@ -110,6 +124,9 @@ fn scenario(r: &Value) -> String {
     if s["cdiv"] == true {
         out.push_str(", CDIV");
     }
+    if s["origin"].get("EXTERNAL_KEY_STORE").is_some() {
+        out.push_str(", EXTERNAL_KEY_STORE");
+    }
     out
 }
 
@@ -124,14 +141,119 @@ fn errors(r: &Value) -> String {
     }
 }
 
+/// Which baseline a row's ratio is taken against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaselineKind {
+    /// The trivial TLS server (`xks-load baseline-server`).
+    Tls,
+    /// The raw PKCS#11 loop (`xks-load hsm-baseline`).
+    Hsm,
+}
+
+impl BaselineKind {
+    /// The label shown in the ratio cell.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::Hsm => "hsm",
+        }
+    }
+}
+
+fn is_load_report(f: &Figure) -> bool {
+    f.report["schema"] == crate::report::SCHEMA
+}
+
+fn is_hsm_baseline(name: &str) -> bool {
+    name.contains("hsm-baseline")
+}
+
+/// The baselines of a run: the TLS server's and the raw PKCS#11 loop's success rates.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Baselines {
+    /// Successful requests per second of the TLS baseline, if the run has one.
+    pub tls: Option<f64>,
+    /// Successful operations per second of the HSM baseline, if the run has one.
+    pub hsm: Option<f64>,
+}
+
+impl Baselines {
+    /// Finds the baselines among `figures`.
+    pub fn of(figures: &[Figure]) -> Self {
+        let rate = |pick: &dyn Fn(&str) -> bool| {
+            figures
+                .iter()
+                .filter(|f| is_load_report(f))
+                .find(|f| pick(&f.name))
+                .and_then(|f| num(&f.report["success_rps"]))
+                .filter(|&b| b > 0.0)
+        };
+        Self {
+            tls: rate(&|n| n.contains("baseline") && !is_hsm_baseline(n)),
+            hsm: rate(&is_hsm_baseline),
+        }
+    }
+
+    /// The denominator of figure `name`'s ratio: PKCS#11 figures against the HSM baseline
+    /// (the TLS one if there is none), everything else against the TLS baseline.
+    pub fn for_figure(&self, name: &str) -> Option<(BaselineKind, f64)> {
+        let tls = self.tls.map(|b| (BaselineKind::Tls, b));
+        if name.contains("pkcs11") {
+            self.hsm.map(|b| (BaselineKind::Hsm, b)).or(tls)
+        } else {
+            tls
+        }
+    }
+
+    /// The ratio cell of a figure: `87 % (tls)`, `58 % (hsm)`, or `–` (open loop, no
+    /// baseline).
+    pub fn ratio_cell(&self, name: &str, report: &Value) -> String {
+        match (num(&report["success_rps"]), self.for_figure(name)) {
+            (Some(x), Some((kind, b))) if report["mode"]["kind"] == "closed" => {
+                format!("{:.0} % ({})", 100.0 * x / b, kind.label())
+            }
+            _ => "–".into(),
+        }
+    }
+}
+
+/// A report's scenario without its key ids (what two runs against different servers share).
+fn scenario_shape(r: &Value) -> Value {
+    let mut s = r["scenario"].clone();
+    if let Some(map) = s.as_object_mut() {
+        map.remove("key_id");
+    }
+    s
+}
+
+/// Pairs of (ours, moto) figures for the moto comparison.
+fn moto_pairs(figures: &[Figure]) -> Vec<(&Figure, &Figure)> {
+    let loads: Vec<&Figure> = figures.iter().filter(|f| is_load_report(f)).collect();
+    loads
+        .iter()
+        .filter(|m| m.name.contains("moto"))
+        .filter_map(|m| {
+            loads
+                .iter()
+                .find(|o| {
+                    !o.name.contains("moto")
+                        && scenario_shape(&o.report) == scenario_shape(&m.report)
+                        && o.report["mode"] == m.report["mode"]
+                })
+                .map(|o| (*o, *m))
+        })
+        .collect()
+}
+
 /// Renders the Markdown. `command` is the command that regenerates the whole file.
 pub fn render(figures: &[Figure], command: &str) -> String {
     let mut out = String::new();
-    let first = &figures[0].report;
-    let baseline = figures
-        .iter()
-        .find(|f| f.name.contains("baseline"))
-        .and_then(|f| num(&f.report["success_rps"]));
+    let loads: Vec<&Figure> = figures.iter().filter(|f| is_load_report(f)).collect();
+    let startups: Vec<&Figure> = figures.iter().filter(|f| !is_load_report(f)).collect();
+    let Some(first) = loads.first().or(startups.first()).map(|f| &f.report) else {
+        return "# Benchmarks\n\nNo reports.\n".into();
+    };
+    let baselines = Baselines::of(figures);
     let _ = writeln!(out, "# Benchmarks\n");
     let _ = writeln!(
         out,
@@ -154,19 +276,14 @@ pub fn render(figures: &[Figure], command: &str) -> String {
         "- Run started: {}\n",
         first["start_time"].as_str().unwrap_or("?")
     );
-    out.push_str(
-        "| figure | scenario | load | req/s (ok) | vs baseline | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU % of 1 core | server RSS peak MiB |\n",
-    );
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for f in figures {
+    if !loads.is_empty() {
+        out.push_str(
+            "| figure | scenario | load | req/s (ok) | vs baseline | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU % of 1 core | server RSS peak MiB |\n",
+        );
+        out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    }
+    for f in &loads {
         let r = &f.report;
-        let rps = num(&r["success_rps"]);
-        let ratio = match (rps, baseline) {
-            (Some(x), Some(b)) if b > 0.0 && r["mode"]["kind"] == "closed" => {
-                format!("{:.0} %", 100.0 * x / b)
-            }
-            _ => "–".into(),
-        };
         let l = &r["latency_ms"];
         let _ = writeln!(
             out,
@@ -174,8 +291,8 @@ pub fn render(figures: &[Figure], command: &str) -> String {
             f.name,
             scenario(r),
             mode(r),
-            fmt_opt(rps, 0),
-            ratio,
+            fmt_opt(num(&r["success_rps"]), 0),
+            baselines.ratio_cell(&f.name, r),
             fmt_opt(num(&l["p50"]), 3),
             fmt_opt(num(&l["p99"]), 3),
             fmt_opt(num(&l["p99_9"]), 3),
@@ -185,15 +302,87 @@ pub fn render(figures: &[Figure], command: &str) -> String {
             fmt_opt(num(&r["server"]["rss_peak_kib"]).map(|k| k / 1024.0), 1),
         );
     }
+    if !loads.is_empty() {
+        out.push_str(
+            "\n\"vs baseline\" is the closed-loop success rate over a baseline of the same run: \
+             `(tls)` the trivial TLS server (`xks-load baseline-server`, this machine's HTTPS \
+             ceiling), `(hsm)` for PKCS#11 figures the raw PKCS#11 loop on the same token and \
+             key (`xks-load hsm-baseline`: C_EncryptInit + C_Encrypt as the proxy calls them, \
+             no HTTP; its server columns are that process itself).\n",
+        );
+    }
+    let pairs = moto_pairs(figures);
+    if !pairs.is_empty() {
+        out.push_str(
+            "\n## Against moto\n\nThe same `xks-load` scenario and load against moto's KMS \
+             (`moto_server`, plain HTTP, no SigV4 check, in-memory) in the same run:\n\n\
+             | operation | ours | req/s | moto | req/s | ours / moto |\n|---|---|---|---|---|---|\n",
+        );
+        for (ours, moto) in pairs {
+            let (a, b) = (
+                num(&ours.report["success_rps"]),
+                num(&moto.report["success_rps"]),
+            );
+            let ratio = match (a, b) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.1} ×", a / b),
+                _ => "–".into(),
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                scenario(&moto.report),
+                ours.name,
+                fmt_opt(a, 0),
+                moto.name,
+                fmt_opt(b, 0),
+                ratio
+            );
+        }
+    }
+    if !startups.is_empty() {
+        out.push_str(
+            "\n## Start-up\n\nTime from spawning the server to its first HTTPS answer \
+             (`xks-load startup`: polled every 1 ms; schema `xks-load/startup/v1`):\n\n\
+             | figure | runs | ready ms min | median | max |\n|---|---|---|---|---|\n",
+        );
+        for f in &startups {
+            let r = &f.report;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                f.name,
+                r["runs"],
+                fmt_opt(num(&r["ready_ms"]["min"]), 1),
+                fmt_opt(num(&r["ready_ms"]["median"]), 1),
+                fmt_opt(num(&r["ready_ms"]["max"]), 1),
+            );
+        }
+    }
     out.push_str("\n## Commands\n\nEach figure's `xks-load` command line (paths are the run's temporary files; `");
     out.push_str(command);
     out.push_str("` sets them up):\n\n");
     for f in figures {
-        let cmd: Vec<&str> = f.report["command_line"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let _ = writeln!(out, "- `{}`: `{}`", f.name, cmd.join(" "));
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let cmd = if is_load_report(f) {
+            strings(&f.report["command_line"]).join(" ")
+        } else {
+            format!(
+                "xks-load startup --url {} --runs {} -- {}",
+                f.report["url"].as_str().unwrap_or("?"),
+                f.report["runs"],
+                strings(&f.report["command"]).join(" ")
+            )
+        };
+        let _ = writeln!(out, "- `{}`: `{cmd}`", f.name);
     }
     out
 }
@@ -233,7 +422,7 @@ mod tests {
         let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["01-baseline", "02-proxy", "03-open"]);
         let md = render(&figures, "scripts/bench");
-        assert!(md.contains("| 02-proxy | xks-encrypt 32 B, CDIV | closed, c=16 | 15000 | 75 % | 0.500 | 1.250 | 2.000 | 3.000 | 0 | 55 | 20.0 |"), "{md}");
+        assert!(md.contains("| 02-proxy | xks-encrypt 32 B, CDIV | closed, c=16 | 15000 | 75 % (tls) | 0.500 | 1.250 | 2.000 | 3.000 | 0 | 55 | 20.0 |"), "{md}");
         assert!(
             md.contains("| 03-open | xks-encrypt 32 B, CDIV | open, 1800 req/s | 1800 | – |"),
             "{md}"
@@ -244,6 +433,119 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("2 CPU(s), CPU, 1.0 GiB"), "{md}");
+    }
+
+    fn figure(name: &str, report: Value) -> Figure {
+        Figure {
+            name: name.into(),
+            report,
+        }
+    }
+
+    #[test]
+    fn pkcs11_rows_use_the_hsm_baseline_and_the_others_the_tls_one() {
+        let mut hsm = report(40000.0, true);
+        hsm["target"] = json!({"kind": "pkcs11"});
+        let figures = vec![
+            figure("01-baseline-tls-server", report(20000.0, true)),
+            figure("02-embedded-encrypt-32", report(15000.0, true)),
+            figure("09-pkcs11-hsm-baseline", hsm.clone()),
+            figure("10-pkcs11-hsm-baseline-2-threads", report(50000.0, true)),
+            figure("11-pkcs11-softhsm-encrypt-32", report(10000.0, true)),
+            figure("12-pkcs11-mixed-open", report(1800.0, false)),
+        ];
+        let b = Baselines::of(&figures);
+        assert_eq!(
+            b,
+            Baselines {
+                tls: Some(20000.0),
+                hsm: Some(40000.0)
+            }
+        );
+        let cell = |i: usize| b.ratio_cell(&figures[i].name, &figures[i].report);
+        assert_eq!(cell(0), "100 % (tls)");
+        assert_eq!(cell(1), "75 % (tls)");
+        assert_eq!(cell(2), "100 % (hsm)");
+        assert_eq!(cell(3), "125 % (hsm)");
+        assert_eq!(cell(4), "25 % (hsm)");
+        assert_eq!(cell(5), "–");
+        // Without an HSM baseline, PKCS#11 rows fall back to the TLS one, and say so.
+        let without: Vec<Figure> = figures
+            .into_iter()
+            .filter(|f| !f.name.contains("hsm-baseline"))
+            .collect();
+        let b = Baselines::of(&without);
+        assert_eq!(b.hsm, None);
+        assert_eq!(
+            b.ratio_cell(&without[2].name, &without[2].report),
+            "50 % (tls)"
+        );
+        // The rendered table shows the PKCS#11 load as threads.
+        let md = render(&[figure("09-pkcs11-hsm-baseline", hsm)], "scripts/bench");
+        assert!(md.contains("| threads=16 | 40000 | 100 % (hsm) |"), "{md}");
+    }
+
+    #[test]
+    fn moto_figures_are_paired_and_startup_reports_get_their_own_table() {
+        let kms = |name: &str, key: Option<&str>, rps: f64| {
+            let mut r = report(rps, true);
+            r["scenario"] = match key {
+                Some(k) => json!({"name": name, "key_id": k, "size": 32}),
+                None => json!({"name": name, "origin": "AWS_KMS"}),
+            };
+            r
+        };
+        let startup = json!({
+            "schema": "xks-load/startup/v1",
+            "figure": "30-proxy-startup",
+            "command": ["xks-proxy", "serve", "--config", "c.toml"],
+            "url": "https://localhost:1/",
+            "runs": 5,
+            "ready_ms": {"min": 10.0, "median": 12.5, "max": 20.0, "all": []},
+        });
+        let figures = vec![
+            figure("15-frontend-createkey", kms("kms-create-key", None, 1000.0)),
+            figure(
+                "16-frontend-encrypt",
+                kms("kms-encrypt", Some("k1"), 5000.0),
+            ),
+            figure(
+                "17-frontend-encrypt-xks",
+                kms("kms-encrypt", Some("k2"), 3000.0),
+            ),
+            figure("25-moto-createkey", kms("kms-create-key", None, 400.0)),
+            figure("26-moto-encrypt", kms("kms-encrypt", Some("m1"), 1000.0)),
+            figure("30-proxy-startup", startup),
+        ];
+        let md = render(&figures, "scripts/bench");
+        assert!(
+            md.contains("| kms-create-key | 15-frontend-createkey | 1000 | 25-moto-createkey | 400 | 2.5 × |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| kms-encrypt 32 B | 16-frontend-encrypt | 5000 | 26-moto-encrypt | 1000 | 5.0 × |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 30-proxy-startup | 5 | 10.0 | 12.5 | 20.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("`30-proxy-startup`: `xks-load startup --url https://localhost:1/ --runs 5 -- xks-proxy serve --config c.toml`"),
+            "{md}"
+        );
+        // An external key's CreateKey says so in the scenario column.
+        let mut xks = kms("kms-create-key", None, 800.0);
+        xks["scenario"]["origin"] = json!({"EXTERNAL_KEY_STORE": {"custom_key_store_id": "cks-1", "xks_key_id": "k-{seq}"}});
+        let md = render(&[figure("20-frontend-createkey-xks", xks)], "scripts/bench");
+        assert!(
+            md.contains("| kms-create-key, EXTERNAL_KEY_STORE | closed, c=16 | 800 |"),
+            "{md}"
+        );
+        // The startup report is not a row of the main table.
+        assert!(!md.contains("| 30-proxy-startup | ?"), "{md}");
     }
 
     #[test]
