@@ -234,6 +234,108 @@ async fn transit_backend_on_openbao_passes_the_common_suite() {
     common_suite(Kind::Transit).await;
 }
 
+/// `keys create` with several ids and with `--count N --prefix P` on a running proxy: every
+/// new key serves at once, `--disabled` applies to all of them, and a request naming an
+/// existing key, an id twice or an invalid id creates none of its keys.
+async fn bulk_create(kind: Kind) {
+    let s = stack(kind);
+    let p = &s.proxy;
+    let c = p.client(0);
+    let f = &p.fixture;
+    let out = f.keys(
+        "main",
+        &[
+            "create", "solo-a", "solo-b", "--count", "3", "--prefix", "bulk-",
+        ],
+    );
+    assert!(
+        out.contains("5 keys: solo-a, solo-b, bulk-0, bulk-1, bulk-2"),
+        "{kind:?}: {out}"
+    );
+    f.keys(
+        "main",
+        &["create", "--count", "2", "--prefix", "off-", "--disabled"],
+    );
+    for id in ["solo-a", "solo-b", "bulk-0", "bulk-1", "bulk-2"] {
+        let enc = c
+            .post_json(
+                &p.api_url(0, &format!("keys/{id}/encrypt")),
+                &xks::encrypt(b"bulk", Some(b"ctx"), false),
+            )
+            .await
+            .ok()
+            .clone();
+        let dec = c
+            .post_json(
+                &p.api_url(0, &format!("keys/{id}/decrypt")),
+                &xks::decrypt_of(&enc, Some(b"ctx")),
+            )
+            .await;
+        assert_eq!(unb64(&dec.ok()["plaintext"]), b"bulk", "{kind:?}: {id}");
+    }
+    for id in ["off-0", "off-1"] {
+        let m = c
+            .post_json(
+                &p.api_url(0, &format!("keys/{id}/metadata")),
+                &xks::metadata(),
+            )
+            .await;
+        assert_eq!(m.ok()["keyStatus"], "DISABLED", "{kind:?}: {id}");
+    }
+
+    for (args, says) in [
+        (&["create", "fresh-1", "bulk-1", "fresh-2"][..], "bulk-1"),
+        (
+            &["create", "fresh-1", "--count", "2", "--prefix", "fresh-"][..],
+            "twice",
+        ),
+        (&["create", "fresh-1", "bad/id"][..], "bad/id"),
+    ] {
+        let mut full = vec!["keys", "--key-store", "main"];
+        full.extend_from_slice(args);
+        let out = f.cli(&full);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{kind:?} {args:?}");
+        assert!(stderr.contains(says), "{kind:?} {args:?}: {stderr}");
+    }
+    // Refused by the command line itself.
+    for args in [
+        &["create", "--count", "0", "--prefix", "x-"][..],
+        &["create", "--prefix", "x-"][..],
+        &["create", "--count", "2"][..],
+        &["create"][..],
+    ] {
+        let mut full = vec!["keys", "--key-store", "main"];
+        full.extend_from_slice(args);
+        assert!(!f.cli(&full).status.success(), "{kind:?} {args:?}");
+    }
+    let list = f.keys("main", &["list"]);
+    assert!(
+        list.contains("bulk-2") && list.contains("off-1"),
+        "{kind:?}: {list}"
+    );
+    assert!(!list.contains("fresh-"), "{kind:?}: {list}");
+    c.post_json(&p.api_url(0, "keys/fresh-1/metadata"), &xks::metadata())
+        .await
+        .assert_error(404, "KeyNotFoundException");
+    drop(s.bao);
+}
+
+#[tokio::test]
+async fn embedded_bulk_key_creation() {
+    bulk_create(Kind::Embedded).await;
+}
+
+#[tokio::test]
+async fn pkcs11_bulk_key_creation() {
+    bulk_create(Kind::Pkcs11).await;
+}
+
+#[tokio::test]
+async fn transit_bulk_key_creation() {
+    bulk_create(Kind::Transit).await;
+}
+
 /// The same key bytes in the embedded store and in SoftHSM: each decrypts what the other
 /// encrypted, so a migration between them keeps old ciphertexts readable.
 #[tokio::test]

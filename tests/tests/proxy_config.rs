@@ -255,3 +255,42 @@ fn tls_self_signed_writes_a_ca_and_a_server_pair_that_curl_trusts() {
     );
     assert!(String::from_utf8_lossy(&health.stdout).starts_with("pong"));
 }
+
+/// The threads of a running proxy that Tokio names `tokio-rt-worker` (its async workers, and
+/// blocking threads it started for its own work).
+fn tokio_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|name| name.trim() == "tokio-rt-worker")
+        })
+        .count()
+}
+
+/// `[server] worker_threads` sets the number of async worker threads: a proxy started with 4
+/// has 3 more than one started with 1, and both serve.
+#[tokio::test]
+async fn server_worker_threads_sets_the_async_workers() {
+    let mut counts = Vec::new();
+    for n in [1, 4] {
+        let mut f = testkit::proxy::ProxyFixture::new()
+            .store(testkit::proxy::StoreSpec::new("s", "").with_keys(&["k"]));
+        f.server_toml = format!("worker_threads = {n}");
+        let p = f.start();
+        p.client(0)
+            .post_json(
+                &p.api_url(0, "keys/k/encrypt"),
+                &testkit::xks::encrypt(b"workers", None, false),
+            )
+            .await
+            .ok();
+        counts.push(tokio_threads(p.pid()));
+    }
+    assert_eq!(
+        counts[1] - counts[0],
+        3,
+        "tokio-rt-worker threads: {counts:?}"
+    );
+}

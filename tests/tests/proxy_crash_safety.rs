@@ -73,6 +73,52 @@ fn a_crash_after_each_write_step_leaves_a_store_that_unseals() {
     }
 }
 
+/// `keys create --count`: the keys of one command go into the store with one write, so a
+/// crash leaves all of them or none.
+#[test]
+fn a_crash_during_a_bulk_create_leaves_all_or_none_of_its_keys() {
+    let bulk: Vec<String> = (0..500).map(|i| format!("bulk-{i}")).collect();
+    for (failpoint, durable) in FAILPOINTS {
+        let f = ProxyFixture::new().store(StoreSpec::new("s", "").with_keys(&["before"]));
+        f.prepare();
+        let out = f
+            .cli_command(&[
+                "keys",
+                "--key-store",
+                "s",
+                "create",
+                "--count",
+                "500",
+                "--prefix",
+                "bulk-",
+            ])
+            .env("XKS_PROXY_FAILPOINT", failpoint)
+            .output()
+            .expect("run");
+        assert!(
+            !out.status.success(),
+            "{failpoint}: the process must die there"
+        );
+        let ids = key_ids(&f);
+        assert!(ids.contains(&"before".to_owned()), "{failpoint}: {ids:?}");
+        let present = bulk.iter().filter(|k| ids.contains(k)).count();
+        assert_eq!(
+            present,
+            if durable { bulk.len() } else { 0 },
+            "{failpoint}: {present} of {} bulk keys",
+            bulk.len()
+        );
+        // The next writer cleans up and succeeds.
+        f.keys("s", &["create", "--count", "3", "--prefix", "after-"]);
+        assert!(key_ids(&f).contains(&"after-2".to_owned()));
+        assert!(
+            temp_files(&f).is_empty(),
+            "{failpoint}: {:?}",
+            temp_files(&f)
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_writers_at_random_moments_never_loses_a_committed_key() {
     let f = ProxyFixture::new().store(StoreSpec::new("s", "").with_keys(&["served"]));

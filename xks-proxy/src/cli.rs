@@ -135,14 +135,24 @@ pub enum Usage {
 pub enum KeysAction {
     /// Create an empty key store (with its health-check key).
     Init,
-    /// Create a key with fresh random AES-256 material.
+    /// Create keys with fresh random AES-256 material: the ids given, and with `--count N
+    /// --prefix P` also P0 .. P{N-1}. Several keys are created together: in the embedded
+    /// store with one crash-safe write (all or none); in an HSM or Transit after checking
+    /// first that none of the ids exists.
     Create {
-        /// The key id (1-128 characters from A-Z a-z 0-9 - . _).
-        key_id: String,
+        /// Key ids (1-128 characters from A-Z a-z 0-9 - . _).
+        #[arg(required_unless_present = "count")]
+        key_ids: Vec<String>,
+        /// Number of keys named `<prefix><n>` to create (n from 0).
+        #[arg(long, requires = "prefix", value_parser = clap::value_parser!(u32).range(1..=MAX_BULK_KEYS))]
+        count: Option<u32>,
+        /// Prefix of the `--count` key ids.
+        #[arg(long, requires = "count")]
+        prefix: Option<String>,
         /// Allowed usages (default: encrypt and decrypt).
         #[arg(long = "usage", value_enum)]
         usages: Vec<Usage>,
-        /// Create it disabled.
+        /// Create them disabled.
         #[arg(long)]
         disabled: bool,
     },
@@ -322,7 +332,11 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     let cfg = ProxyConfig::load(&path)?;
     init_logging(&cfg);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.server.worker_threads {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the runtime: {e}")))?;
@@ -408,15 +422,23 @@ fn keys_pkcs11(
     match action {
         KeysAction::Init => println!("nothing to initialise: keys live in the HSM token"),
         KeysAction::Create {
-            key_id, disabled, ..
+            key_ids,
+            count,
+            prefix,
+            disabled,
+            ..
         } => {
-            let id = parse_id(&key_id)?;
-            hsm()?.create_key(id.as_str()).map_err(pk)?;
+            let ids = create_ids(&key_ids, count, prefix.as_deref())?;
+            let labels: Vec<&str> = ids.iter().map(XksKeyId::as_str).collect();
+            hsm()?.create_keys(&labels).map_err(pk)?;
             if disabled {
-                crate::backend::overlay::set_disabled(status_file, id.as_str(), true)
+                crate::backend::overlay::set_disabled_many(status_file, &labels, true)
                     .map_err(CliError::Other)?;
             }
-            println!("created key {id} in the HSM (AES-256, sensitive, not extractable)");
+            println!(
+                "created {} in the HSM (AES-256, sensitive, not extractable)",
+                created_text(&ids)
+            );
         }
         KeysAction::Import {
             key_id,
@@ -501,16 +523,24 @@ fn keys_transit(
     match action {
         KeysAction::Init => println!("nothing to initialise: keys live in Transit"),
         KeysAction::Create {
-            key_id, disabled, ..
+            key_ids,
+            count,
+            prefix,
+            disabled,
+            ..
         } => {
-            let id = parse_id(&key_id)?;
+            let ids = create_ids(&key_ids, count, prefix.as_deref())?;
+            let names: Vec<&str> = ids.iter().map(XksKeyId::as_str).collect();
             let b = backend()?;
-            runtime.block_on(b.create_key(id.as_str())).map_err(tr)?;
+            match names.as_slice() {
+                [one] => runtime.block_on(b.create_key(one)).map_err(tr)?,
+                many => runtime.block_on(b.create_keys(many)).map_err(tr)?,
+            }
             if disabled {
-                crate::backend::overlay::set_disabled(status_file, id.as_str(), true)
+                crate::backend::overlay::set_disabled_many(status_file, &names, true)
                     .map_err(CliError::Other)?;
             }
-            println!("created Transit key {id} (aes256-gcm96)");
+            println!("created Transit {} (aes256-gcm96)", created_text(&ids));
         }
         KeysAction::Rotate { key_id } => {
             let id = parse_id(&key_id)?;
@@ -613,6 +643,50 @@ fn parse_id(s: &str) -> Result<XksKeyId, StoreError> {
     XksKeyId::parse(s).map_err(|e| StoreError::Refused(format!("key id '{s}': {e}")))
 }
 
+/// Upper bound of `keys create --count`.
+const MAX_BULK_KEYS: i64 = 1_000_000;
+
+/// The ids `keys create` makes: those listed, then `<prefix>0 .. <prefix>{count-1}`. Every
+/// one is checked before anything is created, and none may be given twice.
+fn create_ids(
+    key_ids: &[String],
+    count: Option<u32>,
+    prefix: Option<&str>,
+) -> Result<Vec<XksKeyId>, CliError> {
+    let generated: Vec<String> = match (count, prefix) {
+        (Some(n), Some(p)) => (0..n).map(|i| format!("{p}{i}")).collect(),
+        _ => Vec::new(),
+    };
+    let mut seen = std::collections::HashSet::with_capacity(key_ids.len() + generated.len());
+    let mut ids = Vec::with_capacity(key_ids.len() + generated.len());
+    for raw in key_ids.iter().chain(&generated) {
+        let id = parse_id(raw)?;
+        if !seen.insert(id.clone()) {
+            return Err(StoreError::Refused(format!("key id {id} is given twice")).into());
+        }
+        ids.push(id);
+    }
+    if ids.is_empty() {
+        return Err(CliError::Other(
+            "give the key ids, or --count with --prefix".into(),
+        ));
+    }
+    Ok(ids)
+}
+
+/// `key k1`, `3 keys: a, b, c`, `10000 keys: k0, k1, ..., k9999`.
+fn created_text(ids: &[XksKeyId]) -> String {
+    match ids {
+        [one] => format!("key {one}"),
+        few if few.len() <= 5 => {
+            let names: Vec<&str> = few.iter().map(XksKeyId::as_str).collect();
+            format!("{} keys: {}", few.len(), names.join(", "))
+        }
+        [first, second, .., last] => format!("{} keys: {first}, {second}, ..., {last}", ids.len()),
+        _ => "no keys".to_owned(),
+    }
+}
+
 fn keys(args: KeysArgs) -> Result<(), CliError> {
     let (path, _) = config_path(args.config.as_deref());
     let cfg = ProxyConfig::load(&path)?;
@@ -647,14 +721,20 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
             println!("created key store {}", store.path().display());
         }
         KeysAction::Create {
-            key_id,
+            key_ids,
+            count,
+            prefix,
             usages: u,
             disabled,
         } => {
-            let id = parse_id(&key_id)?;
-            let material = random_key()?;
-            insert_new(&store, &id, material, usages(&u), disabled, now)?;
-            println!("created key {id}");
+            let ids = create_ids(&key_ids, count, prefix.as_deref())?;
+            let text = created_text(&ids);
+            let new = ids
+                .into_iter()
+                .map(|id| Ok((id, random_key()?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            insert_new(&store, new, usages(&u), disabled, now)?;
+            println!("created {text}");
         }
         KeysAction::Import {
             key_id,
@@ -683,7 +763,7 @@ fn keys(args: KeysArgs) -> Result<(), CliError> {
                     ));
                 }
             };
-            insert_new(&store, &id, material, usages(&u), false, now)?;
+            insert_new(&store, vec![(id.clone(), material)], usages(&u), false, now)?;
             println!("imported key {id}");
         }
         KeysAction::List => {
@@ -886,35 +966,38 @@ fn key_json(id: &XksKeyId, k: &StoredKey) -> serde_json::Value {
     })
 }
 
+/// Adds new keys to the embedded store in one crash-safe write: all of them, or none if
+/// any id exists already.
 fn insert_new(
     store: &KeyStoreFile,
-    id: &XksKeyId,
-    material: zeroize::Zeroizing<[u8; 32]>,
+    keys: Vec<(XksKeyId, zeroize::Zeroizing<[u8; 32]>)>,
     usages: KeyUsages,
     disabled: bool,
     now: u64,
 ) -> Result<(), StoreError> {
     store.update(|c| {
-        if c.keys.contains_key(id) {
+        if let Some((id, _)) = keys.iter().find(|(id, _)| c.keys.contains_key(id)) {
             return Err(StoreError::Refused(format!("key {id} already exists")));
         }
-        c.keys.insert(
-            id.clone(),
-            StoredKey {
-                status: if disabled {
-                    KeyStatus::Disabled
-                } else {
-                    KeyStatus::Enabled
-                },
-                usages,
-                created: now,
-                versions: vec![StoredVersion {
-                    version: 1,
+        for (id, material) in keys {
+            c.keys.insert(
+                id,
+                StoredKey {
+                    status: if disabled {
+                        KeyStatus::Disabled
+                    } else {
+                        KeyStatus::Enabled
+                    },
+                    usages,
                     created: now,
-                    material,
-                }],
-            },
-        );
+                    versions: vec![StoredVersion {
+                        version: 1,
+                        created: now,
+                        material,
+                    }],
+                },
+            );
+        }
         Ok(())
     })
 }

@@ -105,6 +105,7 @@ struct RawServer {
     max_in_flight_requests: Option<usize>,
     idle_timeout_seconds: Option<u64>,
     reload_poll_ms: Option<u64>,
+    worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -198,6 +199,7 @@ enum RawBackend {
         pool_size: Option<usize>,
         session_wait_ms: Option<u64>,
         health_key_label: Option<String>,
+        key_facts_cache_ms: Option<u64>,
         #[serde(default)]
         capabilities: crate::backend::pkcs11::HsmCapabilities,
         key_status_file: PathBuf,
@@ -257,6 +259,12 @@ pub struct ServerConfig {
     /// How often config, credential, policy and TLS files are checked for changes
     /// (`None`: only SIGHUP reloads).
     pub reload_poll: Option<Duration>,
+    /// Async worker threads (`None`: Tokio's default, `$TOKIO_WORKER_THREADS` or one per
+    /// CPU). Read at start only: a reload does not change it. Backend calls that block (PKCS#11)
+    /// run on separate blocking threads whatever this is. On a small machine shared with
+    /// other busy processes, fewer workers can serve more: measured on 2 shared vCPUs, 1
+    /// worker nearly doubled the embedded backend's requests per second over 2.
+    pub worker_threads: Option<usize>,
 }
 
 /// The admin listener (`/metrics`, `/ping`), plain HTTP, loopback by default.
@@ -588,6 +596,10 @@ impl Validator {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
         };
+        let worker_threads = raw.server.worker_threads;
+        if worker_threads == Some(0) {
+            self.problem("server.worker_threads: at least 1");
+        }
         let admin = AdminConfig {
             listen: if raw.admin.disabled {
                 None
@@ -668,6 +680,7 @@ impl Validator {
                 max_in_flight_requests,
                 idle_timeout,
                 reload_poll,
+                worker_threads,
             },
             admin,
             authorization_policy,
@@ -798,6 +811,7 @@ impl Validator {
                 pool_size,
                 session_wait_ms,
                 health_key_label,
+                key_facts_cache_ms,
                 capabilities,
                 key_status_file,
             } => {
@@ -846,6 +860,9 @@ impl Validator {
                 }
                 if let Some(l) = health_key_label {
                     config.health_key_label = l;
+                }
+                if let Some(ms) = key_facts_cache_ms {
+                    config.key_facts_ttl = Duration::from_millis(ms);
                 }
                 config.capabilities = capabilities;
                 BackendConfig::Pkcs11 {
@@ -1003,6 +1020,7 @@ mod tests {
         let text = r#"
             [server]
             listen = "nope"
+            worker_threads = 0
             [limits]
             max_plaintext_bytes = 100
             max_aad_bytes = 70000
@@ -1024,6 +1042,7 @@ mod tests {
         for needle in [
             "server.listen",
             "server.tls is required",
+            "server.worker_threads",
             "max_plaintext_bytes",
             "max_aad_bytes",
             "backend_deadline_ms",

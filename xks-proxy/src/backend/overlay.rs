@@ -140,11 +140,18 @@ impl KeyBackend for StatusOverlay {
 
 /// Disables or enables `key_id` in the status file.
 pub fn set_disabled(file: &Path, key_id: &str, disabled: bool) -> Result<(), String> {
+    set_disabled_many(file, &[key_id], disabled)
+}
+
+/// Disables or enables every key of `key_ids` in the status file, with one write.
+pub fn set_disabled_many(file: &Path, key_ids: &[&str], disabled: bool) -> Result<(), String> {
     let mut s = KeyStatusFile::read(file)?;
-    if disabled {
-        s.disabled.insert(key_id.to_owned());
-    } else {
-        s.disabled.remove(key_id);
+    for &key_id in key_ids {
+        if disabled {
+            s.disabled.insert(key_id.to_owned());
+        } else {
+            s.disabled.remove(key_id);
+        }
     }
     s.write(file)
 }

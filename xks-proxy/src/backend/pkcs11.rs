@@ -16,6 +16,12 @@
 //! hold its session only for as long as it really runs. Sessions are opened lazily (one at
 //! [`Pkcs11Backend::open`], to check the PIN) and logged in as USER.
 //!
+//! Key handles are cached by label (and re-resolved when the token says a handle is invalid),
+//! and so are the facts read from a key for [`Pkcs11Config::key_facts_ttl`]: GetKeyMetadata,
+//! and the usage check the proxy makes before every Encrypt and Decrypt, then need no
+//! PKCS#11 call and no blocking thread. On SoftHSMv2 that halves the calls of an Encrypt and
+//! removes its most expensive one (`C_GetAttributeValue` of five attributes).
+//!
 //! # Failures
 //!
 //! - A failed tag check during decrypt (any CKR in [`HsmCapabilities::bad_tag_errors`]; SoftHSM
@@ -104,6 +110,8 @@ pub const DEFAULT_HEALTH_KEY_LABEL: &str = "xks-proxy-health";
 const KEY_VERSION: u32 = 1;
 const TAG_BYTES: usize = 16;
 const GENERATED_IV_BYTES: usize = 12;
+/// Default of [`Pkcs11Config::key_facts_ttl`].
+pub const DEFAULT_KEY_FACTS_TTL: Duration = Duration::from_secs(1);
 /// How long a failed module re-initialisation is remembered before it is tried again.
 const REINIT_BACKOFF: Duration = Duration::from_secs(1);
 /// `C_FindObjects` asks for at most two objects: enough to see a duplicated label.
@@ -234,6 +242,14 @@ pub struct Pkcs11Config {
     pub capabilities: HsmCapabilities,
     /// Label of the AES key the health check uses. Default `xks-proxy-health`.
     pub health_key_label: String,
+    /// How long the facts read from a key (`CKA_KEY_TYPE`, `CKA_VALUE_LEN`, `CKA_ENCRYPT`,
+    /// `CKA_DECRYPT`) answer GetKeyMetadata and the usage check before each Encrypt and
+    /// Decrypt without asking the token again (zero: always ask). The HSM still enforces its
+    /// own attributes in every `C_Encrypt` and `C_Decrypt` (a refusal is
+    /// [`BackendError::UsageNotPermitted`]), and a key that is gone fails its crypto call and
+    /// is looked up again, so all this delays, by at most this long, is a change of a key's
+    /// attributes showing in GetKeyMetadata. Default 1 s.
+    pub key_facts_ttl: Duration,
 }
 
 impl Pkcs11Config {
@@ -247,6 +263,7 @@ impl Pkcs11Config {
             session_wait: DEFAULT_SESSION_WAIT,
             capabilities: HsmCapabilities::default(),
             health_key_label: DEFAULT_HEALTH_KEY_LABEL.to_owned(),
+            key_facts_ttl: DEFAULT_KEY_FACTS_TTL,
         }
     }
 
@@ -683,6 +700,14 @@ struct Pooled {
     generation: u64,
 }
 
+/// What is known about the key with a label: its handle, found in a module generation, and
+/// the facts `C_GetAttributeValue` last returned for it, with when.
+struct CachedKey {
+    generation: u64,
+    handle: ObjectHandle,
+    facts: Option<(Instant, KeyInfo)>,
+}
+
 /// Why a blocking operation stopped.
 enum Fail {
     /// A PKCS#11 call failed; classified by [`Inner::classify`].
@@ -718,12 +743,13 @@ struct Inner {
     session_wait: Duration,
     caps: HsmCapabilities,
     health_key_label: String,
+    key_facts_ttl: Duration,
     /// The slot of the token, resolved in a module generation.
     slot: Mutex<Option<(u64, Slot)>>,
     idle: Mutex<Vec<Pooled>>,
     permits: Arc<Semaphore>,
-    /// Key handles by label, with the module generation they were found in.
-    handles: Mutex<HashMap<String, (u64, ObjectHandle)>>,
+    /// Key handles (and the facts last read from them) by label.
+    handles: Mutex<HashMap<String, CachedKey>>,
     identity: Mutex<BackendIdentity>,
     /// Set when the token refused the PIN: no further login attempts.
     login_refused: Mutex<Option<String>>,
@@ -900,10 +926,10 @@ impl Inner {
         generation: u64,
         label: &str,
     ) -> Result<ObjectHandle, Fail> {
-        if let Some(&(g, h)) = lock(&self.handles).get(label)
-            && g == generation
+        if let Some(c) = lock(&self.handles).get(label)
+            && c.generation == generation
         {
-            return Ok(h);
+            return Ok(c.handle);
         }
         let found = session
             .iter_objects_with_cache_size(&key_template(label), FIND_AT_MOST)?
@@ -911,7 +937,14 @@ impl Inner {
             .collect::<Result<Vec<_>, _>>()?;
         match found.as_slice() {
             [h] => {
-                lock(&self.handles).insert(label.to_owned(), (generation, *h));
+                lock(&self.handles).insert(
+                    label.to_owned(),
+                    CachedKey {
+                        generation,
+                        handle: *h,
+                        facts: None,
+                    },
+                );
                 Ok(*h)
             }
             [] if !logged_in(session)? => Err(Fail::NotLoggedIn),
@@ -992,9 +1025,17 @@ impl Inner {
         )?))
     }
 
-    fn key_info(&self, session: &Session, key: ObjectHandle) -> Result<KeyInfo, Fail> {
+    /// Reads the key's facts from the token and remembers them for
+    /// [`Pkcs11Config::key_facts_ttl`].
+    fn key_info(
+        &self,
+        session: &Session,
+        generation: u64,
+        label: &str,
+        key: ObjectHandle,
+    ) -> Result<KeyInfo, Fail> {
         let facts = KeyFacts::from_attributes(&session.get_attributes(key, &KeyFacts::ATTRIBUTES)?);
-        Ok(KeyInfo {
+        let info = KeyInfo {
             key_spec: facts.key_spec(),
             status: KeyStatus::Enabled,
             usages: KeyUsages {
@@ -1002,7 +1043,25 @@ impl Inner {
                 decrypt: facts.decrypt,
             },
             current_version: KEY_VERSION,
-        })
+        };
+        if let Some(c) = lock(&self.handles).get_mut(label)
+            && c.generation == generation
+            && c.handle == key
+        {
+            c.facts = Some((Instant::now(), info.clone()));
+        }
+        Ok(info)
+    }
+
+    /// The facts read from the key labelled `label` less than
+    /// [`Pkcs11Config::key_facts_ttl`] ago, in the module's current generation. Never waits:
+    /// while a recovery holds the module, `None`.
+    fn cached_key_info(&self, label: &str) -> Option<KeyInfo> {
+        let generation = self.module.state.try_read().ok()?.generation;
+        let handles = lock(&self.handles);
+        let c = handles.get(label)?;
+        let (read_at, info) = c.facts.as_ref()?;
+        (c.generation == generation && read_at.elapsed() < self.key_facts_ttl).then(|| info.clone())
     }
 
     /// Runs `op` with a session, with the retries and recoveries described in the module docs.
@@ -1379,6 +1438,28 @@ fn refuse_existing(session: &Session, label: &str) -> Result<(), Pkcs11Error> {
     }
 }
 
+/// The labels of every secret key object in the token.
+fn secret_key_labels(session: &Session) -> Result<std::collections::HashSet<String>, Pkcs11Error> {
+    let handles = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+        ])
+        .map_err(call_failed("C_FindObjects"))?;
+    let mut labels = std::collections::HashSet::with_capacity(handles.len());
+    for h in handles {
+        for a in session
+            .get_attributes(h, &[AttributeType::Label])
+            .map_err(call_failed("C_GetAttributeValue"))?
+        {
+            if let Attribute::Label(l) = a {
+                labels.insert(String::from_utf8_lossy(&l).into_owned());
+            }
+        }
+    }
+    Ok(labels)
+}
+
 fn new_key_id() -> Result<Vec<u8>, Pkcs11Error> {
     let mut id = vec![0u8; 16];
     getrandom::fill(&mut id).map_err(|e| Pkcs11Error::Call {
@@ -1407,6 +1488,7 @@ impl Pkcs11Backend {
             session_wait: cfg.session_wait,
             caps: cfg.capabilities,
             health_key_label: cfg.health_key_label,
+            key_facts_ttl: cfg.key_facts_ttl,
             slot: Mutex::new(None),
             idle: Mutex::new(Vec::with_capacity(cfg.pool_size)),
             permits: Arc::new(Semaphore::new(cfg.pool_size)),
@@ -1449,26 +1531,66 @@ impl Pkcs11Backend {
     ///
     /// Blocking, on its own session outside the pool: for the CLI.
     pub fn create_key(&self, label: &str) -> Result<(), Pkcs11Error> {
-        check_label(label)?;
-        let id = new_key_id()?;
+        self.create_keys(&[label])
+    }
+
+    /// Generates one AES-256 key per label, as [`create_key`](Self::create_key) does, on one
+    /// session. Every label is checked first (valid, not given twice, no secret key in the
+    /// token has it), so a refused request creates nothing. A failure of the token part-way
+    /// leaves the keys made before it; the error says how many.
+    ///
+    /// Blocking, on its own session outside the pool: for the CLI.
+    pub fn create_keys(&self, labels: &[&str]) -> Result<(), Pkcs11Error> {
+        let mut unique = std::collections::HashSet::with_capacity(labels.len());
+        for &label in labels {
+            check_label(label)?;
+            if !unique.insert(label) {
+                return Err(Pkcs11Error::InvalidLabel {
+                    label: label.to_owned(),
+                    reason: "given twice".into(),
+                });
+            }
+        }
         let len = Ulong::try_from(32usize).map_err(call_failed("building the template"))?;
         self.admin(|s| {
-            refuse_existing(s, label)?;
-            let template = [
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::KeyType(KeyType::AES),
-                Attribute::ValueLen(len),
-                Attribute::Token(true),
-                Attribute::Private(true),
-                Attribute::Sensitive(true),
-                Attribute::Extractable(false),
-                Attribute::Encrypt(true),
-                Attribute::Decrypt(true),
-                Attribute::Label(label.as_bytes().to_vec()),
-                Attribute::Id(id),
-            ];
-            s.generate_key(&Mechanism::AesKeyGen, &template)
-                .map_err(call_failed("C_GenerateKey"))?;
+            match labels {
+                [one] => refuse_existing(s, one)?,
+                many => {
+                    // One listing instead of a search per label: a search costs the token a
+                    // pass over all its objects.
+                    let existing = secret_key_labels(s)?;
+                    if let Some(taken) = many.iter().find(|l| existing.contains(**l)) {
+                        return Err(Pkcs11Error::LabelExists((*taken).to_owned()));
+                    }
+                }
+            }
+            for (done, &label) in labels.iter().enumerate() {
+                let template = [
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::ValueLen(len),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Extractable(false),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Label(label.as_bytes().to_vec()),
+                    Attribute::Id(new_key_id()?),
+                ];
+                s.generate_key(&Mechanism::AesKeyGen, &template)
+                    .map_err(|e| Pkcs11Error::Call {
+                        op: if labels.len() == 1 {
+                            "C_GenerateKey".into()
+                        } else {
+                            format!(
+                                "C_GenerateKey for '{label}' ({done} of {} keys were created before it)",
+                                labels.len()
+                            )
+                        },
+                        reason: describe(&e),
+                    })?;
+            }
             Ok(())
         })
     }
@@ -1653,10 +1775,13 @@ impl KeyBackend for Pkcs11Backend {
 
     fn key_info<'a>(&'a self, key_id: &'a XksKeyId) -> BackendFuture<'a, KeyInfo> {
         Box::pin(async move {
+            if let Some(info) = self.inner.cached_key_info(key_id.as_str()) {
+                return Ok(info);
+            }
             let label = key_id.as_str().to_owned();
             self.run(Some(label.clone()), move |inner, s, g| {
                 let h = inner.key_handle(s, g, &label)?;
-                inner.key_info(s, h)
+                inner.key_info(s, g, &label, h)
             })
             .await
         })
@@ -2361,6 +2486,77 @@ mod tests {
             assert_eq!(k.len(), 1);
             assert!(!k[0].encrypt && k[0].decrypt);
         });
+    }
+
+    /// Key facts answer from the cache for `key_facts_ttl`, with no session and no PKCS#11
+    /// call; the HSM still enforces its attributes meanwhile, a deleted key is found missing
+    /// by the next crypto call, and with a zero TTL every lookup asks the token.
+    #[test]
+    fn softhsm_key_facts_are_cached_and_the_hsm_still_decides() {
+        with_softhsm(
+            "softhsm_key_facts_are_cached_and_the_hsm_still_decides",
+            || {
+                let mut cfg = config(1, Duration::from_millis(5));
+                cfg.key_facts_ttl = Duration::from_secs(3600);
+                let b = Pkcs11Backend::open("cached", cfg).expect("open");
+                let mut cfg = config(1, Duration::from_millis(5));
+                cfg.key_facts_ttl = Duration::ZERO;
+                let fresh = Pkcs11Backend::open("uncached", cfg).expect("open");
+                b.create_keys(&["ck", "gone"]).expect("create");
+                let handle = |label: &str| {
+                    b.admin(|s| {
+                        s.find_objects(&key_template(label))
+                            .map_err(call_failed("C_FindObjects"))
+                    })
+                    .expect("find")[0]
+                };
+                rt().block_on(async {
+                    for k in ["ck", "gone"] {
+                        let info = b.key_info(&kid(k)).await.expect("key info");
+                        assert!(info.usages.encrypt && info.usages.decrypt);
+                    }
+                    // With the only session permit taken, the cached facts still answer: no
+                    // PKCS#11 call is made for them.
+                    let permit = Arc::clone(&b.inner.permits)
+                        .try_acquire_owned()
+                        .expect("permit");
+                    assert!(b.key_info(&kid("ck")).await.is_ok());
+                    assert!(matches!(
+                        enc(&b, "ck", b"", b"x").await,
+                        Err(BackendError::Overloaded(_))
+                    ));
+                    drop(permit);
+
+                    let h = handle("ck");
+                    b.admin(|s| {
+                        s.update_attributes(h, &[Attribute::Encrypt(false)])
+                            .map_err(call_failed("C_SetAttributeValue"))
+                    })
+                    .expect("clear CKA_ENCRYPT");
+                    let cached = b.key_info(&kid("ck")).await.expect("key info");
+                    assert!(
+                        cached.usages.encrypt,
+                        "within the TTL the facts come from the cache"
+                    );
+                    let r = enc(&b, "ck", b"", b"data").await;
+                    assert!(
+                        matches!(r, Err(BackendError::UsageNotPermitted(_))),
+                        "the HSM refuses anyway: {r:?}"
+                    );
+                    let now = fresh.key_info(&kid("ck")).await.expect("key info");
+                    assert!(!now.usages.encrypt && now.usages.decrypt, "{now:?}");
+
+                    let h = handle("gone");
+                    b.admin(|s| s.destroy_object(h).map_err(call_failed("C_DestroyObject")))
+                        .expect("destroy");
+                    let r = enc(&b, "gone", b"", b"data").await;
+                    assert!(matches!(r, Err(BackendError::KeyNotFound(_))), "{r:?}");
+                    let r = fresh.key_info(&kid("gone")).await;
+                    assert!(matches!(r, Err(BackendError::KeyNotFound(_))), "{r:?}");
+                });
+                assert_eq!(b.reinitializations(), 0);
+            },
+        );
     }
 
     #[test]

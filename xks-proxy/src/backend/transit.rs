@@ -413,6 +413,9 @@ struct Inner {
     vendor: Mutex<Option<&'static str>>,
 }
 
+/// How many key creations [`TransitBackend::create_keys`] runs at a time.
+pub const BULK_CREATE_CONCURRENCY: usize = 8;
+
 /// A [`KeyBackend`] whose AES-GCM runs inside a Vault/OpenBao Transit secrets engine.
 ///
 /// One `reqwest` client (connection reuse, HTTP/2 over TLS when Vault offers it) serves
@@ -1412,6 +1415,30 @@ impl Inner {
     }
 
     /// The key's facts, `None` when it does not exist.
+    /// `POST <mount>/keys/<name>`: an `aes256-gcm96` key, not exportable, no plaintext
+    /// backup. Transit keeps an existing key as it is, so callers check for one first.
+    async fn post_new_key(&self, name: &str) -> Result<(), TransitError> {
+        let body = serde_json::to_vec(&CreateKeyRequest {
+            key_type: AES256_GCM96,
+            exportable: false,
+            allow_plaintext_backup: false,
+        })
+        .map_err(|_| BackendError::Failure("cannot encode the key request".to_owned()))?;
+        let reply = self
+            .call(
+                Method::POST,
+                &format!("{}/keys/{name}", self.mount),
+                Some(Bytes::from(body)),
+                ADMIN_TIMEOUT,
+            )
+            .await?;
+        if !reply.status.is_success() {
+            return Err(status_error(reply.status, &reply.body).into());
+        }
+        tracing::info!(key_store = %self.store, key = %name, "transit key created");
+        Ok(())
+    }
+
     async fn read_key(
         &self,
         name: &str,
@@ -1914,25 +1941,54 @@ impl TransitBackend {
         if inner.read_key(name, ADMIN_TIMEOUT).await?.is_some() {
             return Err(TransitError::KeyExists(name.to_owned()));
         }
-        let body = serde_json::to_vec(&CreateKeyRequest {
-            key_type: AES256_GCM96,
-            exportable: false,
-            allow_plaintext_backup: false,
-        })
-        .map_err(|_| BackendError::Failure("cannot encode the key request".to_owned()))?;
-        let reply = inner
-            .call(
-                Method::POST,
-                &format!("{}/keys/{name}", inner.mount),
-                Some(Bytes::from(body)),
-                ADMIN_TIMEOUT,
-            )
-            .await?;
-        if !reply.status.is_success() {
-            return Err(status_error(reply.status, &reply.body).into());
+        inner.post_new_key(name).await
+    }
+
+    /// Creates Transit keys `names` as [`create_key`](Self::create_key) does. Every name is
+    /// checked first (valid, not given twice, not an existing key: one LIST instead of a
+    /// read per key), so a refused request creates nothing; then up to
+    /// [`BULK_CREATE_CONCURRENCY`] creations run at a time. A failure part-way leaves the
+    /// keys created before it, and no new creation starts after it.
+    pub async fn create_keys(&self, names: &[&str]) -> Result<(), TransitError> {
+        let mut unique = std::collections::HashSet::with_capacity(names.len());
+        for &name in names {
+            admin_key_name(name)?;
+            if !unique.insert(name) {
+                return Err(TransitError::InvalidKeyName {
+                    name: name.to_owned(),
+                    reason: "given twice".to_owned(),
+                });
+            }
         }
-        tracing::info!(key_store = %inner.store, key = %name, "transit key created");
-        Ok(())
+        let existing: std::collections::HashSet<String> =
+            self.list_keys().await?.into_iter().collect();
+        if let Some(taken) = names.iter().find(|n| existing.contains(**n)) {
+            return Err(TransitError::KeyExists((*taken).to_owned()));
+        }
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut pending = names.iter();
+        let mut first_error = None;
+        loop {
+            while tasks.len() < BULK_CREATE_CONCURRENCY && first_error.is_none() {
+                let Some(&name) = pending.next() else { break };
+                let inner = Arc::clone(&self.inner);
+                let name = name.to_owned();
+                tasks.spawn(async move { inner.post_new_key(&name).await });
+            }
+            match tasks.join_next().await {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => {
+                    first_error.get_or_insert(e);
+                }
+                Some(Err(e)) => {
+                    first_error.get_or_insert(TransitError::Backend(BackendError::Failure(
+                        format!("a key creation task failed: {e}"),
+                    )));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Rotates Transit key `name`; returns its new latest version (which new encryptions use
