@@ -127,6 +127,10 @@ pub struct SummarizeArgs {
     /// The command named in the text as the one that regenerates the file.
     #[arg(long, default_value = "scripts/bench")]
     pub command: String,
+    /// A paragraph (Markdown) printed under the run's header, e.g. how the servers were set
+    /// up; repeatable.
+    #[arg(long)]
+    pub note: Vec<String>,
 }
 
 fn run_summarize(args: SummarizeArgs) -> ExitCode {
@@ -137,7 +141,7 @@ fn run_summarize(args: SummarizeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let md = crate::summary::render(&figures, &args.command);
+    let md = crate::summary::render(&figures, &args.command, &args.note);
     match &args.out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, md) {

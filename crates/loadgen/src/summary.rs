@@ -246,7 +246,7 @@ fn moto_pairs(figures: &[Figure]) -> Vec<(&Figure, &Figure)> {
 }
 
 /// Renders the Markdown. `command` is the command that regenerates the whole file.
-pub fn render(figures: &[Figure], command: &str) -> String {
+pub fn render(figures: &[Figure], command: &str, notes: &[String]) -> String {
     let mut out = String::new();
     let loads: Vec<&Figure> = figures.iter().filter(|f| is_load_report(f)).collect();
     let startups: Vec<&Figure> = figures.iter().filter(|f| !is_load_report(f)).collect();
@@ -276,6 +276,9 @@ pub fn render(figures: &[Figure], command: &str) -> String {
         "- Run started: {}\n",
         first["start_time"].as_str().unwrap_or("?")
     );
+    for note in notes {
+        let _ = writeln!(out, "{note}\n");
+    }
     if !loads.is_empty() {
         out.push_str(
             "| figure | scenario | load | req/s (ok) | vs baseline | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU % of 1 core | server RSS peak MiB |\n",
@@ -421,7 +424,7 @@ mod tests {
         let figures = load_dir(dir.path()).expect("load");
         let names: Vec<&str> = figures.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["01-baseline", "02-proxy", "03-open"]);
-        let md = render(&figures, "scripts/bench");
+        let md = render(&figures, "scripts/bench", &[]);
         assert!(md.contains("| 02-proxy | xks-encrypt 32 B, CDIV | closed, c=16 | 15000 | 75 % (tls) | 0.500 | 1.250 | 2.000 | 3.000 | 0 | 55 | 20.0 |"), "{md}");
         assert!(
             md.contains("| 03-open | xks-encrypt 32 B, CDIV | open, 1800 req/s | 1800 | – |"),
@@ -433,6 +436,15 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("2 CPU(s), CPU, 1.0 GiB"), "{md}");
+        let noted = render(
+            &figures,
+            "scripts/bench",
+            &["Servers ran with one worker.".into()],
+        );
+        assert!(
+            noted.contains("\n\nServers ran with one worker.\n\n| figure |"),
+            "{noted}"
+        );
     }
 
     fn figure(name: &str, report: Value) -> Figure {
@@ -481,7 +493,11 @@ mod tests {
             "50 % (tls)"
         );
         // The rendered table shows the PKCS#11 load as threads.
-        let md = render(&[figure("09-pkcs11-hsm-baseline", hsm)], "scripts/bench");
+        let md = render(
+            &[figure("09-pkcs11-hsm-baseline", hsm)],
+            "scripts/bench",
+            &[],
+        );
         assert!(md.contains("| threads=16 | 40000 | 100 % (hsm) |"), "{md}");
     }
 
@@ -517,7 +533,7 @@ mod tests {
             figure("26-moto-encrypt", kms("kms-encrypt", Some("m1"), 1000.0)),
             figure("30-proxy-startup", startup),
         ];
-        let md = render(&figures, "scripts/bench");
+        let md = render(&figures, "scripts/bench", &[]);
         assert!(
             md.contains("| kms-create-key | 15-frontend-createkey | 1000 | 25-moto-createkey | 400 | 2.5 × |"),
             "{md}"
@@ -539,7 +555,11 @@ mod tests {
         // An external key's CreateKey says so in the scenario column.
         let mut xks = kms("kms-create-key", None, 800.0);
         xks["scenario"]["origin"] = json!({"EXTERNAL_KEY_STORE": {"custom_key_store_id": "cks-1", "xks_key_id": "k-{seq}"}});
-        let md = render(&[figure("20-frontend-createkey-xks", xks)], "scripts/bench");
+        let md = render(
+            &[figure("20-frontend-createkey-xks", xks)],
+            "scripts/bench",
+            &[],
+        );
         assert!(
             md.contains("| kms-create-key, EXTERNAL_KEY_STORE | closed, c=16 | 800 |"),
             "{md}"
