@@ -2650,7 +2650,15 @@ mod tests {
             assert!(ok >= 2, "ok {ok}");
             assert!(overloaded >= 1, "overloaded {overloaded}");
             assert_eq!(ok + overloaded, 8);
-            assert_eq!(b.idle_sessions(), 2, "the pool is back to 2 sessions");
+            // Every permit and every opened session is back. How many sessions were opened
+            // depends on how the calls overlapped (a starved CPU may run them one by one).
+            assert_eq!(
+                b.inner.permits.available_permits(),
+                2,
+                "all permits returned"
+            );
+            let idle = b.idle_sessions();
+            assert!((1..=2).contains(&idle), "idle sessions {idle}");
             assert_eq!(b.reinitializations(), 0);
         });
     }
