@@ -16,7 +16,8 @@ use crate::auth::Caller;
 use crate::protocol::{KmsError, parse};
 use crate::service::Kms;
 
-/// Runs `operation` (the part after `TrentService.`).
+/// Runs `operation` (the part after `TrentService.`), on a blocking thread; the
+/// [`CRYPTO_OPERATIONS`] go through [`dispatch_crypto`] instead.
 pub fn dispatch(
     kms: &std::sync::Arc<Kms>,
     operation: &str,

@@ -18,7 +18,9 @@
 //! - Listing markers are opaque strings produced by the backend; a marker is only meaningful
 //!   to the same listing (same account, region and filter) that produced it.
 //!
-//! The trait is synchronous: async callers run it in `tokio::task::spawn_blocking`.
+//! The trait is synchronous. Writes wait for the disk, so async callers run them in
+//! `tokio::task::spawn_blocking`; the cryptographic operations call the read methods
+//! directly from their tasks (see `Kms::handle`).
 
 use std::fmt;
 
