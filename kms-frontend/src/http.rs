@@ -16,7 +16,7 @@ use crate::service::Kms;
 /// Largest request body read (a 131,072-character policy plus framing fits easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The router: every request goes through [`dispatch`].
+/// The router: every request goes through `dispatch`.
 pub fn router(kms: Arc<Kms>) -> Router {
     let r = Router::new();
     #[cfg(feature = "test-hooks")]
