@@ -1414,7 +1414,6 @@ impl Inner {
         }
     }
 
-    /// The key's facts, `None` when it does not exist.
     /// `POST <mount>/keys/<name>`: an `aes256-gcm96` key, not exportable, no plaintext
     /// backup. Transit keeps an existing key as it is, so callers check for one first.
     async fn post_new_key(&self, name: &str) -> Result<(), TransitError> {
@@ -1439,6 +1438,7 @@ impl Inner {
         Ok(())
     }
 
+    /// The key's facts, `None` when it does not exist.
     async fn read_key(
         &self,
         name: &str,
