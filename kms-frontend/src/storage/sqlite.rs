@@ -360,9 +360,18 @@ impl SqliteStorage {
     /// Runs `op` in a `BEGIN IMMEDIATE` transaction (the write lock taken up front) and commits.
     fn write<T>(
         &self,
-        mut op: impl FnMut(&Transaction<'_>) -> Result<T, Failure>,
+        op: impl FnMut(&Transaction<'_>) -> Result<T, Failure>,
     ) -> Result<T, StorageError> {
         let _writer = self.writes.writer();
+        self.immediate(op)
+    }
+
+    /// Runs `op` in a `BEGIN IMMEDIATE` transaction and commits; the caller holds the
+    /// writer lock.
+    fn immediate<T>(
+        &self,
+        mut op: impl FnMut(&Transaction<'_>) -> Result<T, Failure>,
+    ) -> Result<T, StorageError> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let v = op(&tx)?;
@@ -391,12 +400,7 @@ impl SqliteStorage {
                 // hold the writer lock.
                 return Err(StorageError::Backend("a queued write was lost".to_owned()));
             }
-            let result = self.with_conn(|conn| {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                apply_batch(&tx, &batch)?;
-                tx.commit()?;
-                Ok(())
-            });
+            let result = self.immediate(|tx| apply_batch(tx, &batch));
             for write in &batch {
                 write.settle(result.as_ref().map(|_| ()));
             }
