@@ -131,6 +131,13 @@ pub struct SummarizeArgs {
     /// up; repeatable.
     #[arg(long)]
     pub note: Vec<String>,
+    /// criterion's output directory (e.g. `target/criterion`): its latest results become a
+    /// "Micro-benchmarks" table.
+    #[arg(long)]
+    pub criterion: Option<PathBuf>,
+    /// The command named as the one that produced the micro-benchmarks.
+    #[arg(long, default_value = "cargo bench")]
+    pub criterion_command: String,
 }
 
 fn run_summarize(args: SummarizeArgs) -> ExitCode {
@@ -141,7 +148,21 @@ fn run_summarize(args: SummarizeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let md = crate::summary::render(&figures, &args.command, &args.note);
+    let mut md = crate::summary::render(&figures, &args.command, &args.note);
+    if let Some(dir) = &args.criterion {
+        let benches = crate::micro::load_criterion(dir);
+        if benches.is_empty() {
+            eprintln!(
+                "xks-load summarize: {}: no criterion results",
+                dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+        md.push_str(&crate::summary::render_micro(
+            &benches,
+            &args.criterion_command,
+        ));
+    }
     match &args.out {
         Some(path) => {
             if let Err(e) = std::fs::write(path, md) {

@@ -15,6 +15,8 @@
 //!   machine's HTTPS ceiling and compare a proxy with it.
 //! - [`hsm`]: the raw PKCS#11 loop (AES-256-GCM as the proxy calls it, no HTTP), the ceiling
 //!   of an HSM key store on this machine.
+//! - [`micro`]: criterion's micro-benchmark results, read back for `summarize`.
+//! - [`gates`]: the performance gates, checked on a run's reports by `summarize`.
 //! - [`startup`]: time from spawning a server to its first HTTPS answer (schema
 //!   `xks-load/startup/v1`).
 //!
@@ -40,8 +42,10 @@
 
 pub mod baseline;
 pub mod cli;
+pub mod gates;
 pub mod histogram;
 pub mod hsm;
+pub mod micro;
 pub mod procstat;
 pub mod report;
 pub mod run;

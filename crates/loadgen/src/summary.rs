@@ -245,6 +245,39 @@ fn moto_pairs(figures: &[Figure]) -> Vec<(&Figure, &Figure)> {
         .collect()
 }
 
+/// The "Gates" section: one row per gate of [`crate::gates::GATES`], when the run has the
+/// figures of at least one.
+fn render_gates(out: &mut String, figures: &[Figure]) {
+    let verdicts = crate::gates::evaluate(figures);
+    if verdicts
+        .iter()
+        .all(|v| matches!(v.outcome, crate::gates::Outcome::NotMeasured(_)))
+    {
+        return;
+    }
+    out.push_str(
+        "## Gates\n\nThe bounds of the benchmark issue (2 cores, load generator on the same \
+         machine, loopback), checked on this run's figures by `xks-load summarize`. \
+         \"Same run, no work\" is the same measure on the trivial TLS server (or the raw \
+         PKCS#11 loop) under the same load: what this machine allowed in this run.\n\n\
+         | gate | figures | measured | bound | verdict | same run, no work |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for v in &verdicts {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            v.gate.what,
+            v.figures(),
+            v.value_cell(),
+            v.bound_cell(),
+            v.outcome_cell(),
+            v.calibration_cell()
+        );
+    }
+    out.push_str("\n## Figures\n\n");
+}
+
 /// Renders the Markdown. `command` is the command that regenerates the whole file.
 pub fn render(figures: &[Figure], command: &str, notes: &[String]) -> String {
     let mut out = String::new();
@@ -279,6 +312,7 @@ pub fn render(figures: &[Figure], command: &str, notes: &[String]) -> String {
     for note in notes {
         let _ = writeln!(out, "{note}\n");
     }
+    render_gates(&mut out, figures);
     if !loads.is_empty() {
         out.push_str(
             "| figure | scenario | load | req/s (ok) | vs baseline | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU % of 1 core | server RSS peak MiB |\n",
@@ -386,6 +420,32 @@ pub fn render(figures: &[Figure], command: &str, notes: &[String]) -> String {
             )
         };
         let _ = writeln!(out, "- `{}`: `{cmd}`", f.name);
+    }
+    out
+}
+
+/// The "Micro-benchmarks" section: criterion's latest results (see [`crate::micro`]), and
+/// `command`, the command that produced them. Empty when there are none.
+pub fn render_micro(benches: &[crate::micro::MicroBench], command: &str) -> String {
+    use crate::micro::format_ns;
+    if benches.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n## Micro-benchmarks\n\nThe hot pieces on their own (criterion, `{command}`; mean time \
+         per iteration with its 95 % confidence interval):\n\n\
+         | benchmark | mean | 95 % CI | MiB/s |\n|---|---|---|---|\n"
+    );
+    for b in benches {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} – {} | {} |",
+            b.id,
+            format_ns(b.mean_ns),
+            format_ns(b.mean_ci_ns.0),
+            format_ns(b.mean_ci_ns.1),
+            fmt_opt(b.mib_per_s(), 0)
+        );
     }
     out
 }
@@ -566,6 +626,54 @@ mod tests {
         );
         // The startup report is not a row of the main table.
         assert!(!md.contains("| 30-proxy-startup | ?"), "{md}");
+    }
+
+    #[test]
+    fn gates_and_micro_benchmarks_get_their_tables() {
+        let mut proxy = report(20_000.0, true);
+        proxy["server"]["pid"] = json!(7);
+        let figures = vec![
+            figure("01-baseline-tls-server", report(25_000.0, true)),
+            figure("02-embedded-encrypt-32", proxy),
+        ];
+        let md = render(&figures, "scripts/bench", &["A note.".into()]);
+        assert!(md.contains("A note.\n\n## Gates\n"), "{md}");
+        assert!(
+            md.contains("| Proxy Encrypt 32 B, embedded, TLS, keep-alive, c=16 | 02-embedded-encrypt-32 | 20000 req/s | ≥ 18000 req/s | met | 25000 req/s (01-baseline-tls-server) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| 02-embedded-encrypt-32, 01-baseline-tls-server | 80 % | ≥ 60 % | met | – |"
+            ),
+            "{md}"
+        );
+        // 20,480 KiB is 20.97 MB (10^6 bytes).
+        assert!(md.contains("| 21.0 MB | ≤ 50.0 MB | met | – |"), "{md}");
+        assert!(
+            md.contains("not measured (no figure 23-frontend-encrypt-xks-key)"),
+            "{md}"
+        );
+        assert!(md.contains("## Figures\n\n| figure |"), "{md}");
+
+        let micro = render_micro(
+            &[crate::micro::MicroBench {
+                id: "sigv4/verify".into(),
+                mean_ns: 1800.0,
+                mean_ci_ns: (1790.0, 1815.0),
+                bytes: Some(1800),
+            }],
+            "cargo bench -- --quick",
+        );
+        assert!(
+            micro.contains("(criterion, `cargo bench -- --quick`;"),
+            "{micro}"
+        );
+        assert!(
+            micro.contains("| sigv4/verify | 1.80 µs | 1.79 µs – 1.81 µs | 954 |"),
+            "{micro}"
+        );
+        assert_eq!(render_micro(&[], "cargo bench"), "");
     }
 
     #[test]

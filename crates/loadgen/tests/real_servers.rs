@@ -1,5 +1,6 @@
 //! Smoke tests of xks-load against the real servers: the XKS proxy (`xks-proxy-test`, through
-//! `testkit::proxy`) and the KMS front end (`kms-frontend-test`, through `testkit::frontend`).
+//! `testkit::proxy`) on each backend (embedded, PKCS#11 on SoftHSMv2, OpenBao Transit), over
+//! TLS and mTLS, and the KMS front end (`kms-frontend-test`, through `testkit::frontend`).
 //! Each scenario runs briefly at low concurrency and must see no error. Nothing is timed:
 //! these check that the generator speaks both protocols (real SigV4, real bodies), not how
 //! fast anything is.
@@ -11,8 +12,11 @@ use loadgen::scenario::{
     EncryptOptions, KMS_CONTENT_TYPE, KeyOrigin, Scenario, UnsignedRequest, sign_and_build,
 };
 use loadgen::target::{Connector, HttpOptions, HttpVersion, Target};
+use service_tls::client::ClientIdentity;
+use service_tls::pki::CertificateAuthority;
 use sigv4_auth::{Credential, SigningSecret};
-use testkit::frontend::FrontendFixture;
+use testkit::frontend::{FrontendFixture, RunningFrontend};
+use testkit::kms_backends::{OpenBao, SoftHsm};
 use testkit::proxy::{ProxyFixture, RunningProxy, StoreSpec};
 
 fn closed(concurrency: usize, seconds: u64) -> RunConfig {
@@ -21,6 +25,47 @@ fn closed(concurrency: usize, seconds: u64) -> RunConfig {
         duration: Duration::from_secs(seconds),
         ..RunConfig::default()
     }
+}
+
+/// Exactly `requests` requests from `concurrency` workers (10 s at most).
+fn exactly(requests: u64, concurrency: usize) -> RunConfig {
+    RunConfig {
+        requests: Some(requests),
+        ..closed(concurrency, 10)
+    }
+}
+
+/// Runs `scenario` and asserts that every request succeeded.
+async fn run_clean(
+    what: &str,
+    target: Target,
+    scenario: Scenario,
+    http: &HttpOptions,
+    config: RunConfig,
+) -> RunResult {
+    let result = run(target, scenario, http.clone(), config)
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_clean(what, &result);
+    result
+}
+
+/// A KMS target signing as the front end's principal `alice`, and how to reach it.
+fn alice_on(frontend: &RunningFrontend) -> (Target, HttpOptions) {
+    let alice = frontend.alice();
+    let target = Target::kms(
+        &frontend.endpoint(),
+        Credential::new(
+            alice.access_key_id.clone(),
+            SigningSecret::new(alice.secret.clone()),
+        ),
+        "us-east-1",
+    );
+    let http = HttpOptions {
+        ca_pem: Some(std::fs::read_to_string(&frontend.fixture.pki.ca_pem).expect("CA")),
+        ..HttpOptions::default()
+    };
+    (target, http)
 }
 
 fn assert_clean(what: &str, result: &RunResult) {
@@ -74,10 +119,7 @@ async fn xks_scenarios_against_the_real_proxy() {
             server_pid: Some(proxy.pid()),
             ..closed(4, 1)
         };
-        let result = run(proxy_target(&proxy, None), scenario, http.clone(), config)
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_clean(&what, &result);
+        let result = run_clean(&what, proxy_target(&proxy, None), scenario, &http, config).await;
         let server = result.server.as_ref().expect("server CPU and RSS");
         assert_eq!(server.pid, proxy.pid());
         assert!(server.rss_peak_kib > 0);
@@ -111,10 +153,7 @@ async fn xks_scenarios_against_the_real_proxy() {
             new_connection_per_request: true,
             ..http.clone()
         },
-        RunConfig {
-            requests: Some(10),
-            ..closed(2, 10)
-        },
+        exactly(10, 2),
     )
     .await
     .expect("new connection per request");
@@ -129,10 +168,7 @@ async fn xks_scenarios_against_the_real_proxy() {
         proxy_target(&proxy, Some("not-the-secret")),
         Scenario::XksHealth,
         http.clone(),
-        RunConfig {
-            requests: Some(3),
-            ..closed(1, 10)
-        },
+        exactly(3, 1),
     )
     .await
     .expect("run with a wrong secret");
@@ -159,10 +195,7 @@ async fn xks_scenarios_against_the_real_proxy() {
         unknown_key,
         Scenario::XksEncrypt(EncryptOptions::default()),
         http,
-        RunConfig {
-            requests: Some(3),
-            ..closed(1, 10)
-        },
+        exactly(3, 1),
     )
     .await
     .expect("run with an unknown key");
@@ -172,41 +205,114 @@ async fn xks_scenarios_against_the_real_proxy() {
     );
 }
 
+/// Every XKS scenario on the two external backends (PKCS#11 on SoftHSMv2, Transit on
+/// OpenBao), over mTLS: the proxy asks for a client certificate and xks-load presents one.
+/// SoftHSMv2 and OpenBao are required (a missing one fails this test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xks_scenarios_on_the_hsm_and_transit_backends_over_mtls() {
+    let hsm = SoftHsm::new();
+    let bao = OpenBao::start();
+    let mut fixture = ProxyFixture::new();
+    fixture
+        .env
+        .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
+    let status = |name: &str| fixture.path().join(name).display().to_string();
+    let mut stores = vec![
+        StoreSpec::new("hsm", "/hsm").with_backend(hsm.backend_toml(&status("hsm-status.toml"))),
+        StoreSpec::new("vault", "/vault")
+            .with_backend(bao.backend_toml(&status("vault-status.toml"))),
+    ];
+    let clients_ca = CertificateAuthority::generate("bench client CA").expect("CA");
+    let ca_file = fixture.path().join("tls/clients-ca.pem");
+    std::fs::write(&ca_file, clients_ca.cert_pem()).expect("write");
+    fixture.client_auth = Some((ca_file, vec!["xks-load".into()]));
+    for mut store in stores.drain(..) {
+        store = store.with_keys(&["bench-key", "xks-proxy-health"]);
+        store.requests_per_second = Some(1_000_000);
+        fixture = fixture.store(store);
+    }
+    let proxy = fixture.start();
+    let cert = clients_ca
+        .issue_client("xks-load", &[], None)
+        .expect("client certificate");
+    let http = HttpOptions {
+        ca_pem: Some(std::fs::read_to_string(&proxy.fixture.pki.ca_pem).expect("CA")),
+        identity: Some(ClientIdentity::from_issued(&cert, &clients_ca)),
+        ..HttpOptions::default()
+    };
+    let with_options = EncryptOptions {
+        size: 4096,
+        aad_size: Some(64),
+        cdiv: true,
+    };
+    for (store, backend) in [(0, "pkcs11"), (1, "transit")] {
+        let (akid, secret) = proxy.fixture.stores[store].credentials[0].clone();
+        let target = || {
+            Target::xks(
+                &proxy.api_url(store, ""),
+                "bench-key",
+                Credential::new(akid.clone(), SigningSecret::new(secret.clone())),
+                "us-east-1",
+            )
+        };
+        for scenario in [
+            Scenario::XksHealth,
+            Scenario::XksMetadata,
+            Scenario::XksEncrypt(EncryptOptions::default()),
+            Scenario::XksEncrypt(with_options.clone()),
+            Scenario::XksDecrypt(with_options.clone()),
+            Scenario::XksMixed(EncryptOptions::default()),
+        ] {
+            let what = format!("{backend}: {scenario:?}");
+            run_clean(&what, target(), scenario, &http, closed(4, 1)).await;
+        }
+    }
+
+    // Without the client certificate the same requests get no answer at all.
+    let (akid, secret) = proxy.fixture.stores[0].credentials[0].clone();
+    let result = run(
+        Target::xks(
+            &proxy.api_url(0, ""),
+            "bench-key",
+            Credential::new(akid, SigningSecret::new(secret)),
+            "us-east-1",
+        ),
+        Scenario::XksHealth,
+        HttpOptions {
+            identity: None,
+            ..http
+        },
+        exactly(2, 1),
+    )
+    .await
+    .expect("run without a client certificate");
+    assert_eq!(result.stats.successes, 0);
+    assert!(
+        result
+            .stats
+            .errors
+            .keys()
+            .all(|name| name.starts_with("transport:")),
+        "{:?}",
+        result.stats.errors
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_scenarios_against_the_front_end() {
     let frontend = FrontendFixture::new().start();
-    let alice = frontend.alice().clone();
-    let target = || {
-        Target::kms(
-            &frontend.endpoint(),
-            Credential::new(
-                alice.access_key_id.clone(),
-                SigningSecret::new(alice.secret.clone()),
-            ),
-            "us-east-1",
-        )
-    };
-    let http = HttpOptions {
-        ca_pem: Some(std::fs::read_to_string(&frontend.fixture.pki.ca_pem).expect("CA")),
-        ..HttpOptions::default()
-    };
+    let (target, http) = alice_on(&frontend);
+    let target = || target.clone();
 
     // One key to use, made with a signed request of our own.
-    let client = Connector::new(http.clone())
-        .expect("connector")
-        .client(0)
-        .expect("client");
-    let create = UnsignedRequest {
-        operation: "CreateKey",
-        url: frontend.endpoint().into(),
-        amz_target: Some("TrentService.CreateKey"),
-        content_type: KMS_CONTENT_TYPE,
-        body: b"{}".to_vec(),
-    };
-    let request = sign_and_build(&target(), create, SystemTime::now()).expect("sign");
-    let response = client.execute(request).await.expect("CreateKey");
-    assert!(response.status().is_success(), "{}", response.status());
-    let body: serde_json::Value = response.json().await.expect("JSON");
+    let body = kms_call(
+        target(),
+        &http,
+        &frontend.endpoint(),
+        "TrentService.CreateKey",
+        serde_json::json!({}),
+    )
+    .await;
     let key_id = body["KeyMetadata"]["KeyId"]
         .as_str()
         .expect("KeyId")
@@ -227,25 +333,12 @@ async fn kms_scenarios_against_the_front_end() {
     ];
     for scenario in scenarios {
         let what = format!("{scenario:?}");
-        let result = run(target(), scenario, http.clone(), closed(2, 1))
-            .await
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert_clean(&what, &result);
+        run_clean(&what, target(), scenario, &http, closed(2, 1)).await;
     }
-    let result = run(
-        target(),
-        Scenario::KmsCreateKey {
-            origin: KeyOrigin::AwsKms,
-        },
-        http.clone(),
-        RunConfig {
-            requests: Some(5),
-            ..closed(1, 10)
-        },
-    )
-    .await
-    .expect("create keys");
-    assert_clean("kms-create-key", &result);
+    let create = Scenario::KmsCreateKey {
+        origin: KeyOrigin::AwsKms,
+    };
+    let result = run_clean("kms-create-key", target(), create, &http, exactly(5, 1)).await;
     assert_eq!(result.stats.requests, 5);
 
     // KMS error names (`__type`) are reported without their namespace.
@@ -256,15 +349,147 @@ async fn kms_scenarios_against_the_front_end() {
             size: 32,
         },
         http,
-        RunConfig {
-            requests: Some(2),
-            ..closed(1, 10)
-        },
+        exactly(2, 1),
     )
     .await
     .expect("run with an unknown key");
     assert_eq!(
         result.stats.errors.keys().collect::<Vec<_>>(),
         ["NotFoundException"]
+    );
+}
+
+/// One signed KMS call (`amz_target` is `TrentService.<Operation>`) made with the
+/// generator's own client and signer; the answer's JSON, which must be a success.
+async fn kms_call(
+    target: Target,
+    http: &HttpOptions,
+    endpoint: &str,
+    amz_target: &'static str,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let client = Connector::new(http.clone())
+        .expect("connector")
+        .client(0)
+        .expect("client");
+    let operation = amz_target.trim_start_matches("TrentService.");
+    let request = UnsignedRequest {
+        operation,
+        url: endpoint.into(),
+        amz_target: Some(amz_target),
+        content_type: KMS_CONTENT_TYPE,
+        body: body.to_string().into_bytes(),
+    };
+    let request = sign_and_build(&target, request, SystemTime::now()).expect("sign");
+    let response = client.execute(request).await.expect(operation);
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert!(status.is_success(), "{operation}: {status} {body}");
+    body
+}
+
+/// The front end's scenarios on keys in an external key store: the front end calls the real
+/// proxy (two HTTPS + SigV4 hops per request), and CreateKey with EXTERNAL_KEY_STORE takes a
+/// fresh external key per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_scenarios_on_external_key_store_keys() {
+    let xcreate: Vec<String> = (0..8).map(|i| format!("xcreate-{i}")).collect();
+    let mut keys = vec!["bench-key"];
+    keys.extend(xcreate.iter().map(String::as_str));
+    let proxy = ProxyFixture::new()
+        .store(StoreSpec::new("tenant", "/tenant").with_keys(&keys))
+        .start();
+    let mut f = FrontendFixture::new();
+    f.extra_toml = format!(
+        "[xks]\ntrusted_ca_bundle = \"{}\"\n[xks.resolve]\n\"xks.test\" = \"127.0.0.1:{}\"\n",
+        proxy.fixture.pki.ca_pem.display(),
+        proxy.port
+    );
+    let frontend = f.start();
+    let (target, http) = alice_on(&frontend);
+    let endpoint = frontend.endpoint();
+    let target = || target.clone();
+    let call = |operation, body| kms_call(target(), &http, &endpoint, operation, body);
+
+    let (akid, secret) = proxy.fixture.stores[0].credentials[0].clone();
+    let store = call(
+        "TrentService.CreateCustomKeyStore",
+        serde_json::json!({
+            "CustomKeyStoreName": "bench",
+            "CustomKeyStoreType": "EXTERNAL_KEY_STORE",
+            "XksProxyUriEndpoint": "https://xks.test",
+            "XksProxyUriPath": "/tenant/kms/xks/v1",
+            "XksProxyConnectivity": "PUBLIC_ENDPOINT",
+            "XksProxyAuthenticationCredential": {"AccessKeyId": akid, "RawSecretAccessKey": secret},
+        }),
+    )
+    .await;
+    let store_id = store["CustomKeyStoreId"].as_str().expect("id").to_owned();
+    call(
+        "TrentService.ConnectCustomKeyStore",
+        serde_json::json!({"CustomKeyStoreId": store_id}),
+    )
+    .await;
+    let mut state = String::new();
+    for _ in 0..200 {
+        let d = call(
+            "TrentService.DescribeCustomKeyStores",
+            serde_json::json!({"CustomKeyStoreId": store_id}),
+        )
+        .await;
+        state = d["CustomKeyStores"][0]["ConnectionState"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if state == "CONNECTED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "CONNECTED");
+    let key = call(
+        "TrentService.CreateKey",
+        serde_json::json!({"Origin": "EXTERNAL_KEY_STORE", "CustomKeyStoreId": store_id, "XksKeyId": "bench-key"}),
+    )
+    .await;
+    let key_id = key["KeyMetadata"]["KeyId"]
+        .as_str()
+        .expect("KeyId")
+        .to_owned();
+
+    for scenario in [
+        Scenario::KmsEncrypt {
+            key_id: key_id.clone(),
+            size: 32,
+        },
+        Scenario::KmsDecrypt {
+            key_id: key_id.clone(),
+            size: 32,
+        },
+        Scenario::KmsGenerateDataKey {
+            key_id: key_id.clone(),
+        },
+    ] {
+        let what = format!("XKS key: {scenario:?}");
+        run_clean(&what, target(), scenario, &http, closed(2, 1)).await;
+    }
+
+    // Four CreateKeys, each on an external key of its own.
+    let create = Scenario::KmsCreateKey {
+        origin: KeyOrigin::ExternalKeyStore {
+            custom_key_store_id: store_id,
+            xks_key_id: "xcreate-{seq}".into(),
+        },
+    };
+    let what = "kms-create-key EXTERNAL_KEY_STORE";
+    let result = run_clean(what, target(), create.clone(), &http, exactly(4, 2)).await;
+    assert_eq!(result.stats.requests, 4);
+    // The same external keys again: each is in use now, and the error says so by name.
+    let again = run(target(), create, http, exactly(2, 1))
+        .await
+        .expect("create XKS keys again");
+    assert_eq!(
+        again.stats.errors.keys().collect::<Vec<_>>(),
+        ["XksKeyAlreadyInUseException"]
     );
 }
