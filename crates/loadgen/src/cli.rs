@@ -319,6 +319,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0)]
     pub warmup: f64,
 
+    /// Async worker threads of the load generator. One is the default: on a small machine
+    /// shared with the server, one thread drives more load per CPU second than several
+    /// (no cross-thread wake-ups; measured ~25 % less CPU per request on 2 vCPUs). Raise it
+    /// when one thread cannot keep up with a remote server.
+    #[arg(long, default_value_t = 1)]
+    pub client_threads: usize,
+
     /// Measure this server process's CPU and RSS (Linux /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -707,7 +714,7 @@ async fn run_baseline(args: BaselineArgs) -> ExitCode {
 }
 
 /// Runs the command line `args` (including the program name).
-pub async fn main(args: Vec<String>) -> ExitCode {
+pub fn main(args: Vec<String>) -> ExitCode {
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -719,6 +726,23 @@ pub async fn main(args: Vec<String>) -> ExitCode {
             };
         }
     };
+    // A load runs on `--client-threads` workers; the servers and tools on Tokio's default
+    // (one per CPU, or TOKIO_WORKER_THREADS).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if cli.command.is_none() {
+        builder.worker_threads(cli.run.client_threads.max(1));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xks-load: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli, args))
+}
+
+async fn dispatch(cli: Cli, args: Vec<String>) -> ExitCode {
     match cli.command {
         Some(Command::BaselineServer(baseline)) => run_baseline(baseline).await,
         Some(Command::Summarize(args)) => run_summarize(args),

@@ -2,7 +2,6 @@
 
 use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    loadgen::cli::main(std::env::args().collect()).await
+fn main() -> ExitCode {
+    loadgen::cli::main(std::env::args().collect())
 }

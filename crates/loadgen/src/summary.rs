@@ -9,7 +9,8 @@
 //! - `(hsm)`: rows whose figure name contains `pkcs11` are compared with the raw PKCS#11
 //!   loop, the first figure whose name contains `hsm-baseline` (`xks-load hsm-baseline`);
 //! - `(tls)`: every other row (and PKCS#11 rows when the run has no HSM baseline) with the
-//!   trivial TLS server, the first other figure whose name contains `baseline`.
+//!   trivial TLS server: the latest closed-loop figure before it whose name contains
+//!   `baseline` (the first one for rows before any).
 //!
 //! A figure whose name contains `moto` is paired with the first figure not run against moto
 //! that has the same scenario (key ids aside) and load; the pair's ratio is ours / moto.
@@ -168,38 +169,60 @@ fn is_hsm_baseline(name: &str) -> bool {
     name.contains("hsm-baseline")
 }
 
-/// The baselines of a run: the TLS server's and the raw PKCS#11 loop's success rates.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+/// The baselines of a run: every closed-loop figure of the trivial TLS server and of the raw
+/// PKCS#11 loop, in file-name (= run) order, with its success rate.
+///
+/// A figure is compared with the latest TLS baseline measured before it (the first one if
+/// none precedes it): on a machine whose speed drifts over minutes, a baseline taken just
+/// before a figure says more about that figure than one from the start of the run. PKCS#11
+/// figures are compared with the first HSM baseline (the raw loop at the figures'
+/// concurrency; later ones are variants of it).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Baselines {
-    /// Successful requests per second of the TLS baseline, if the run has one.
-    pub tls: Option<f64>,
-    /// Successful operations per second of the HSM baseline, if the run has one.
-    pub hsm: Option<f64>,
+    /// `(figure, successful requests per second)` of the TLS baselines.
+    pub tls: Vec<(String, f64)>,
+    /// The same for the HSM baselines.
+    pub hsm: Vec<(String, f64)>,
 }
 
 impl Baselines {
     /// Finds the baselines among `figures`.
     pub fn of(figures: &[Figure]) -> Self {
-        let rate = |pick: &dyn Fn(&str) -> bool| {
+        let rates = |pick: &dyn Fn(&str) -> bool| {
             figures
                 .iter()
-                .filter(|f| is_load_report(f))
-                .find(|f| pick(&f.name))
-                .and_then(|f| num(&f.report["success_rps"]))
-                .filter(|&b| b > 0.0)
+                .filter(|f| is_load_report(f) && f.report["mode"]["kind"] == "closed")
+                .filter(|f| pick(&f.name))
+                .filter_map(|f| {
+                    let rate = num(&f.report["success_rps"]).filter(|&b| b > 0.0)?;
+                    Some((f.name.clone(), rate))
+                })
+                .collect()
         };
         Self {
-            tls: rate(&|n| n.contains("baseline") && !is_hsm_baseline(n)),
-            hsm: rate(&is_hsm_baseline),
+            tls: rates(&|n| n.contains("baseline") && !is_hsm_baseline(n)),
+            hsm: rates(&is_hsm_baseline),
         }
     }
 
-    /// The denominator of figure `name`'s ratio: PKCS#11 figures against the HSM baseline
-    /// (the TLS one if there is none), everything else against the TLS baseline.
+    fn nearest(list: &[(String, f64)], name: &str) -> Option<f64> {
+        list.iter()
+            .rev()
+            .find(|(b, _)| b.as_str() <= name)
+            .or_else(|| list.first())
+            .map(|(_, rate)| *rate)
+    }
+
+    /// The denominator of figure `name`'s ratio: PKCS#11 figures against the first HSM
+    /// baseline (the TLS one if there is none), everything else against the latest TLS
+    /// baseline before `name`.
     pub fn for_figure(&self, name: &str) -> Option<(BaselineKind, f64)> {
-        let tls = self.tls.map(|b| (BaselineKind::Tls, b));
+        let tls = Self::nearest(&self.tls, name).map(|b| (BaselineKind::Tls, b));
         if name.contains("pkcs11") {
-            self.hsm.map(|b| (BaselineKind::Hsm, b)).or(tls)
+            self.hsm
+                .first()
+                .map(|(_, b)| (BaselineKind::Hsm, *b))
+                .or(tls)
         } else {
             tls
         }
@@ -343,7 +366,7 @@ pub fn render(figures: &[Figure], command: &str, notes: &[String]) -> String {
         out.push_str(
             "\n\"vs baseline\" is the closed-loop success rate over a baseline of the same run: \
              `(tls)` the trivial TLS server (`xks-load baseline-server`, this machine's HTTPS \
-             ceiling), `(hsm)` for PKCS#11 figures the raw PKCS#11 loop on the same token and \
+             ceiling; the latest of its figures above the row), `(hsm)` for PKCS#11 figures the raw PKCS#11 loop on the same token and \
              key (`xks-load hsm-baseline`: C_EncryptInit + C_Encrypt as the proxy calls them, \
              no HTTP; its server columns are that process itself).\n",
         );
@@ -530,8 +553,11 @@ mod tests {
         assert_eq!(
             b,
             Baselines {
-                tls: Some(20000.0),
-                hsm: Some(40000.0)
+                tls: vec![("01-baseline-tls-server".into(), 20000.0)],
+                hsm: vec![
+                    ("09-pkcs11-hsm-baseline".into(), 40000.0),
+                    ("10-pkcs11-hsm-baseline-2-threads".into(), 50000.0)
+                ],
             }
         );
         let cell = |i: usize| b.ratio_cell(&figures[i].name, &figures[i].report);
@@ -547,10 +573,30 @@ mod tests {
             .filter(|f| !f.name.contains("hsm-baseline"))
             .collect();
         let b = Baselines::of(&without);
-        assert_eq!(b.hsm, None);
+        assert!(b.hsm.is_empty());
         assert_eq!(
             b.ratio_cell(&without[2].name, &without[2].report),
             "50 % (tls)"
+        );
+        // A later TLS baseline serves the figures after it; those before keep the first.
+        let figures = vec![
+            figure("01-baseline-tls-server", report(20000.0, true)),
+            figure("02-embedded-encrypt-32", report(15000.0, true)),
+            figure("20-baseline-tls-server", report(10000.0, true)),
+            figure("21-frontend-encrypt", report(5000.0, true)),
+        ];
+        let b = Baselines::of(&figures);
+        let cells: Vec<String> = figures
+            .iter()
+            .map(|f| b.ratio_cell(&f.name, &f.report))
+            .collect();
+        assert_eq!(
+            cells,
+            ["100 % (tls)", "75 % (tls)", "100 % (tls)", "50 % (tls)"]
+        );
+        assert_eq!(
+            b.ratio_cell("00-before-any", &figures[1].report),
+            "75 % (tls)"
         );
         // The rendered table shows the PKCS#11 load as threads.
         let md = render(
