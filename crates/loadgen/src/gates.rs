@@ -43,6 +43,20 @@ pub enum Measure {
     },
 }
 
+impl Measure {
+    /// The figures the measure reads, the measured one first.
+    pub fn figures(self) -> Vec<&'static str> {
+        match self {
+            Self::Rate(f)
+            | Self::LatencyMs(f, _)
+            | Self::Failures(f)
+            | Self::PeakRssMb(f)
+            | Self::StartupMaxMs(f) => vec![f],
+            Self::SharePercent { figure, of } | Self::Ratio { figure, of } => vec![figure, of],
+        }
+    }
+}
+
 /// The bound a measure must meet.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Threshold {
@@ -109,8 +123,8 @@ pub const GATES: &[Gate] = &[
             figure: "02-embedded-encrypt-32",
             of: TLS_BASELINE,
         },
-        calibration: None,
         threshold: Threshold::AtLeast(60.0),
+        calibration: None,
     },
     Gate {
         what: "Proxy Encrypt 32 B, PKCS#11 on SoftHSMv2, c=16",
@@ -164,8 +178,8 @@ pub const GATES: &[Gate] = &[
             figure: "20-frontend-createkey-aws-kms",
             of: "28-moto-createkey",
         },
-        calibration: None,
         threshold: Threshold::Reported,
+        calibration: None,
     },
     Gate {
         what: "Encrypt, ours over moto's server",
@@ -173,8 +187,8 @@ pub const GATES: &[Gate] = &[
             figure: "22-frontend-encrypt-aws-kms-key",
             of: "29-moto-encrypt",
         },
-        calibration: None,
         threshold: Threshold::Reported,
+        calibration: None,
     },
     Gate {
         what: "Proxy RSS, 10,000 keys, every proxy figure at full load (MB)",
@@ -337,16 +351,7 @@ pub fn evaluate_one(figures: &[Figure], gate: Gate) -> Verdict {
 impl Verdict {
     /// The figures the gate reads, as shown in the table.
     pub fn figures(&self) -> String {
-        let mut names = match self.gate.measure {
-            Measure::Rate(f)
-            | Measure::LatencyMs(f, _)
-            | Measure::Failures(f)
-            | Measure::PeakRssMb(f)
-            | Measure::StartupMaxMs(f) => vec![f],
-            Measure::SharePercent { figure, of } | Measure::Ratio { figure, of } => {
-                vec![figure, of]
-            }
-        };
+        let mut names = self.gate.measure.figures();
         if let Threshold::AtLeastLowerOf { figure, .. } = self.gate.threshold {
             names.push(figure);
         }
@@ -366,16 +371,7 @@ impl Verdict {
         let (Some(m), Some(v)) = (self.gate.calibration, self.calibration) else {
             return "–".into();
         };
-        let name = match m {
-            Measure::Rate(f)
-            | Measure::LatencyMs(f, _)
-            | Measure::Failures(f)
-            | Measure::PeakRssMb(f)
-            | Measure::StartupMaxMs(f)
-            | Measure::SharePercent { figure: f, .. }
-            | Measure::Ratio { figure: f, .. } => f,
-        };
-        format!("{} ({name})", unit(m, v))
+        format!("{} ({})", unit(m, v), m.figures().join(", "))
     }
 
     /// The bound, e.g. `≥ 18000 req/s`.

@@ -366,8 +366,8 @@ pub fn render(figures: &[Figure], command: &str, notes: &[String]) -> String {
         out.push_str(
             "\n\"vs baseline\" is the closed-loop success rate over a baseline of the same run: \
              `(tls)` the trivial TLS server (`xks-load baseline-server`, this machine's HTTPS \
-             ceiling; the latest of its figures above the row), `(hsm)` for PKCS#11 figures the raw PKCS#11 loop on the same token and \
-             key (`xks-load hsm-baseline`: C_EncryptInit + C_Encrypt as the proxy calls them, \
+             ceiling; the latest of its figures above the row), `(hsm)` for PKCS#11 figures \
+             the raw PKCS#11 loop on the same token and key (`xks-load hsm-baseline`: C_EncryptInit + C_Encrypt as the proxy calls them, \
              no HTTP; its server columns are that process itself).\n",
         );
     }

@@ -78,22 +78,31 @@ fn assert_clean(what: &str, result: &RunResult) {
     assert_eq!(result.stats.successes, result.stats.requests, "{what}");
 }
 
-fn proxy_target(proxy: &RunningProxy, secret: Option<&str>) -> Target {
-    let (akid, real_secret) = proxy.fixture.stores[0].credentials[0].clone();
+/// The XKS target of key store `store`'s `bench-key`, signed with its first credential (or
+/// with `secret` instead of the real one).
+fn proxy_target(proxy: &RunningProxy, store: usize, secret: Option<&str>) -> Target {
+    let (akid, real_secret) = proxy.fixture.stores[store].credentials[0].clone();
     Target::xks(
-        &proxy.api_url(0, ""),
+        &proxy.api_url(store, ""),
         "bench-key",
         Credential::new(akid, SigningSecret::new(secret.unwrap_or(&real_secret))),
         "us-east-1",
     )
 }
 
+/// `spec` with the keys the scenarios use and the quota out of the way (the default 1,800
+/// requests/s is not what these runs are about).
+fn bench_store(spec: StoreSpec) -> StoreSpec {
+    let mut spec = spec.with_keys(&["bench-key", "xks-proxy-health"]);
+    spec.requests_per_second = Some(1_000_000);
+    spec
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xks_scenarios_against_the_real_proxy() {
-    let mut store = StoreSpec::new("bench", "/bench").with_keys(&["bench-key"]);
-    // The default quota (1,800 requests/s) is not what these runs are about.
-    store.requests_per_second = Some(1_000_000);
-    let proxy = ProxyFixture::new().store(store).start();
+    let proxy = ProxyFixture::new()
+        .store(bench_store(StoreSpec::new("bench", "/bench")))
+        .start();
     let ca_pem = std::fs::read_to_string(&proxy.fixture.pki.ca_pem).expect("CA");
     let http = HttpOptions {
         ca_pem: Some(ca_pem),
@@ -119,7 +128,14 @@ async fn xks_scenarios_against_the_real_proxy() {
             server_pid: Some(proxy.pid()),
             ..closed(4, 1)
         };
-        let result = run_clean(&what, proxy_target(&proxy, None), scenario, &http, config).await;
+        let result = run_clean(
+            &what,
+            proxy_target(&proxy, 0, None),
+            scenario,
+            &http,
+            config,
+        )
+        .await;
         let server = result.server.as_ref().expect("server CPU and RSS");
         assert_eq!(server.pid, proxy.pid());
         assert!(server.rss_peak_kib > 0);
@@ -135,7 +151,7 @@ async fn xks_scenarios_against_the_real_proxy() {
         ..RunConfig::default()
     };
     let result = run(
-        proxy_target(&proxy, None),
+        proxy_target(&proxy, 0, None),
         Scenario::XksEncrypt(EncryptOptions::default()),
         http.clone(),
         open,
@@ -146,7 +162,7 @@ async fn xks_scenarios_against_the_real_proxy() {
     assert_eq!(result.open_loop.expect("open-loop facts").not_sent, 0);
 
     let result = run(
-        proxy_target(&proxy, None),
+        proxy_target(&proxy, 0, None),
         Scenario::XksDecrypt(EncryptOptions::default()),
         HttpOptions {
             version: HttpVersion::Http1,
@@ -165,7 +181,7 @@ async fn xks_scenarios_against_the_real_proxy() {
 
     // The proxy's error names are reported as such: a wrong secret, an unknown key.
     let result = run(
-        proxy_target(&proxy, Some("not-the-secret")),
+        proxy_target(&proxy, 0, Some("not-the-secret")),
         Scenario::XksHealth,
         http.clone(),
         exactly(3, 1),
@@ -181,7 +197,7 @@ async fn xks_scenarios_against_the_real_proxy() {
         credential,
         region,
         ..
-    } = proxy_target(&proxy, None)
+    } = proxy_target(&proxy, 0, None)
     else {
         unreachable!()
     };
@@ -217,21 +233,18 @@ async fn xks_scenarios_on_the_hsm_and_transit_backends_over_mtls() {
         .env
         .push(("SOFTHSM2_CONF".into(), hsm.conf.display().to_string()));
     let status = |name: &str| fixture.path().join(name).display().to_string();
-    let mut stores = vec![
-        StoreSpec::new("hsm", "/hsm").with_backend(hsm.backend_toml(&status("hsm-status.toml"))),
-        StoreSpec::new("vault", "/vault")
-            .with_backend(bao.backend_toml(&status("vault-status.toml"))),
-    ];
+    let hsm_store =
+        StoreSpec::new("hsm", "/hsm").with_backend(hsm.backend_toml(&status("hsm-status.toml")));
+    let vault_store = StoreSpec::new("vault", "/vault")
+        .with_backend(bao.backend_toml(&status("vault-status.toml")));
     let clients_ca = CertificateAuthority::generate("bench client CA").expect("CA");
     let ca_file = fixture.path().join("tls/clients-ca.pem");
     std::fs::write(&ca_file, clients_ca.cert_pem()).expect("write");
     fixture.client_auth = Some((ca_file, vec!["xks-load".into()]));
-    for mut store in stores.drain(..) {
-        store = store.with_keys(&["bench-key", "xks-proxy-health"]);
-        store.requests_per_second = Some(1_000_000);
-        fixture = fixture.store(store);
-    }
-    let proxy = fixture.start();
+    let proxy = fixture
+        .store(bench_store(hsm_store))
+        .store(bench_store(vault_store))
+        .start();
     let cert = clients_ca
         .issue_client("xks-load", &[], None)
         .expect("client certificate");
@@ -246,15 +259,6 @@ async fn xks_scenarios_on_the_hsm_and_transit_backends_over_mtls() {
         cdiv: true,
     };
     for (store, backend) in [(0, "pkcs11"), (1, "transit")] {
-        let (akid, secret) = proxy.fixture.stores[store].credentials[0].clone();
-        let target = || {
-            Target::xks(
-                &proxy.api_url(store, ""),
-                "bench-key",
-                Credential::new(akid.clone(), SigningSecret::new(secret.clone())),
-                "us-east-1",
-            )
-        };
         for scenario in [
             Scenario::XksHealth,
             Scenario::XksMetadata,
@@ -264,19 +268,14 @@ async fn xks_scenarios_on_the_hsm_and_transit_backends_over_mtls() {
             Scenario::XksMixed(EncryptOptions::default()),
         ] {
             let what = format!("{backend}: {scenario:?}");
-            run_clean(&what, target(), scenario, &http, closed(4, 1)).await;
+            let target = proxy_target(&proxy, store, None);
+            run_clean(&what, target, scenario, &http, closed(4, 1)).await;
         }
     }
 
     // Without the client certificate the same requests get no answer at all.
-    let (akid, secret) = proxy.fixture.stores[0].credentials[0].clone();
     let result = run(
-        Target::xks(
-            &proxy.api_url(0, ""),
-            "bench-key",
-            Credential::new(akid, SigningSecret::new(secret)),
-            "us-east-1",
-        ),
+        proxy_target(&proxy, 0, None),
         Scenario::XksHealth,
         HttpOptions {
             identity: None,
