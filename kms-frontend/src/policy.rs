@@ -737,32 +737,7 @@ fn check_principals(
 
 /// Case-insensitive glob match with `*` (any run of characters) and `?` (one character).
 fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let pattern: Vec<char> = pattern.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let text: Vec<char> = text.chars().map(|c| c.to_ascii_lowercase()).collect();
-    let (mut p, mut t) = (0, 0);
-    // Position of the last `*` in the pattern and the text position it was tried at.
-    let mut backtrack: Option<(usize, usize)> = None;
-    while t < text.len() {
-        match pattern.get(p) {
-            Some('*') => {
-                backtrack = Some((p, t));
-                p += 1;
-            }
-            Some(&c) if c == '?' || c == text[t] => {
-                p += 1;
-                t += 1;
-            }
-            _ => match backtrack {
-                Some((star, at)) => {
-                    p = star + 1;
-                    t = at + 1;
-                    backtrack = Some((star, at + 1));
-                }
-                None => return false,
-            },
-        }
-    }
-    pattern[p..].iter().all(|&c| c == '*')
+    aws_wildcard::Wildcard::compile_ignore_ascii_case(pattern).matches(text)
 }
 
 /// Whether a statement's `Action` / `NotAction` covers `kms:PutKeyPolicy`.

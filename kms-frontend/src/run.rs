@@ -126,6 +126,9 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
     let kms = Arc::new(build(&cfg)?);
     let transport = match &cfg.tls {
         Some((chain, key)) => {
+            if let Some(warning) = service_tls::server::private_key_exposure(key) {
+                tracing::warn!("{warning}");
+            }
             let tls =
                 service_tls::server::load_server_config(&service_tls::server::ServerTlsFiles {
                     cert_chain: chain.clone(),
@@ -186,6 +189,7 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
     let limits = https_server::ConnectionLimits {
         max_connections: 4096,
         idle_timeout: std::time::Duration::from_secs(60),
+        ..https_server::ConnectionLimits::default()
     };
     https_server::serve(
         listener,

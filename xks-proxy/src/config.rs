@@ -34,6 +34,15 @@ pub mod defaults {
     pub const MAX_IN_FLIGHT_REQUESTS: usize = 1024;
     /// Idle connections are closed after this many seconds.
     pub const IDLE_TIMEOUT_SECONDS: u64 = 60;
+    /// From accept to the first request's complete headers (TLS handshake included), and
+    /// for each later request's headers on HTTP/1.1 (milliseconds).
+    pub const REQUEST_HEADER_TIMEOUT_MS: u64 = 10_000;
+    /// From a request's headers to the end of its body (milliseconds).
+    pub const REQUEST_BODY_TIMEOUT_MS: u64 = 10_000;
+    /// Longest accepted header or body deadline (milliseconds).
+    pub const MAX_REQUEST_TIMEOUT_MS: u64 = 300_000;
+    /// Most concurrent requests (streams) on one h2 connection.
+    pub const MAX_CONCURRENT_STREAMS: u32 = 200;
     /// How often watched files are checked for changes (milliseconds; 0 disables).
     pub const RELOAD_POLL_MS: u64 = 1000;
     /// The admin listener's address: loopback only.
@@ -104,6 +113,9 @@ struct RawServer {
     max_connections: Option<usize>,
     max_in_flight_requests: Option<usize>,
     idle_timeout_seconds: Option<u64>,
+    request_header_timeout_ms: Option<u64>,
+    request_body_timeout_ms: Option<u64>,
+    max_concurrent_streams: Option<u32>,
     reload_poll_ms: Option<u64>,
     worker_threads: Option<usize>,
 }
@@ -191,23 +203,28 @@ enum RawBackend {
         root_key_file: Option<PathBuf>,
         root_key_env: Option<String>,
     },
-    Pkcs11 {
-        module: PathBuf,
-        token: crate::backend::pkcs11::TokenSelector,
-        pin_file: Option<PathBuf>,
-        pin_env: Option<String>,
-        pool_size: Option<usize>,
-        session_wait_ms: Option<u64>,
-        health_key_label: Option<String>,
-        key_facts_cache_ms: Option<u64>,
-        #[serde(default)]
-        capabilities: crate::backend::pkcs11::HsmCapabilities,
-        key_status_file: PathBuf,
-    },
+    Pkcs11(RawPkcs11),
     Transit {
         transit: crate::backend::transit::TransitConfig,
         key_status_file: PathBuf,
     },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPkcs11 {
+    module: PathBuf,
+    token: crate::backend::pkcs11::TokenSelector,
+    pin_file: Option<PathBuf>,
+    pin_env: Option<String>,
+    pool_size: Option<usize>,
+    session_wait_ms: Option<u64>,
+    health_key_label: Option<String>,
+    key_facts_cache_ms: Option<u64>,
+    inline_calls: Option<bool>,
+    #[serde(default)]
+    capabilities: crate::backend::pkcs11::HsmCapabilities,
+    key_status_file: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,10 +269,21 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Most connections open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
-    /// Most requests in flight at once; more get 429 ThrottlingException (health exempt).
+    /// Most authenticated requests in flight at once (counted from the verified signature);
+    /// more get 429 ThrottlingException (health exempt).
     pub max_in_flight_requests: usize,
-    /// A connection with no traffic for this long is closed.
+    /// A connection with no request in flight for this long is closed (bytes that do not
+    /// complete a request do not count), and a write the client does not read for this long
+    /// fails.
     pub idle_timeout: Duration,
+    /// From accept to the first request's complete headers (TLS handshake, protocol sniff
+    /// and headers); on HTTP/1.1 also each later request's headers, from their first byte.
+    pub request_header_timeout: Duration,
+    /// From a request's headers to the end of its body; a body not complete by then is a
+    /// 400 ValidationException.
+    pub request_body_timeout: Duration,
+    /// Most concurrent requests (streams) on one h2 connection.
+    pub max_concurrent_streams: u32,
     /// How often config, credential, policy and TLS files are checked for changes
     /// (`None`: only SIGHUP reloads).
     pub reload_poll: Option<Duration>,
@@ -536,14 +564,94 @@ impl Validator {
     }
 
     fn config(&mut self, raw: RawConfig) -> ProxyConfig {
-        let listen = raw.server.listen.parse().unwrap_or_else(|_| {
+        let server = self.server(raw.server);
+        let admin = self.admin(raw.admin);
+        let authorization_policy = raw.authorization.policy_file.map(|p| self.resolve(&p));
+        let limits = self.limits(&raw.limits);
+        let health = self.health(raw.health);
+        let logging = self.logging(raw.logging);
+        let key_stores = self.key_stores(raw.key_stores, raw.dev.allow_inline_secrets);
+        ProxyConfig {
+            path: PathBuf::new(),
+            server,
+            admin,
+            authorization_policy,
+            limits,
+            health,
+            logging,
+            key_stores,
+        }
+    }
+
+    /// `[server]`: the listener, TLS, connection limits and deadlines.
+    fn server(&mut self, raw: RawServer) -> ServerConfig {
+        let tls = self.server_tls(raw.tls, raw.allow_plaintext_http);
+        let listen = raw.listen.parse().unwrap_or_else(|_| {
             self.problem(format!(
                 "server.listen: '{}' is not an address like 127.0.0.1:8443",
-                raw.server.listen
+                raw.listen
             ));
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
-        let tls = match (raw.server.tls, raw.server.allow_plaintext_http) {
+        let max_connections = raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
+        let max_in_flight_requests = raw
+            .max_in_flight_requests
+            .unwrap_or(defaults::MAX_IN_FLIGHT_REQUESTS);
+        if max_connections == 0 || max_in_flight_requests == 0 {
+            self.problem("server.max_connections and server.max_in_flight_requests: at least 1");
+        }
+        let idle_timeout = Duration::from_secs(
+            raw.idle_timeout_seconds
+                .unwrap_or(defaults::IDLE_TIMEOUT_SECONDS),
+        );
+        if idle_timeout.is_zero() {
+            self.problem("server.idle_timeout_seconds: at least 1");
+        }
+        let request_header_timeout = self.request_timeout(
+            "server.request_header_timeout_ms",
+            raw.request_header_timeout_ms,
+            defaults::REQUEST_HEADER_TIMEOUT_MS,
+        );
+        let request_body_timeout = self.request_timeout(
+            "server.request_body_timeout_ms",
+            raw.request_body_timeout_ms,
+            defaults::REQUEST_BODY_TIMEOUT_MS,
+        );
+        let max_concurrent_streams = raw
+            .max_concurrent_streams
+            .unwrap_or(defaults::MAX_CONCURRENT_STREAMS);
+        if max_concurrent_streams == 0 {
+            self.problem("server.max_concurrent_streams: at least 1");
+        }
+        let reload_poll = match raw.reload_poll_ms.unwrap_or(defaults::RELOAD_POLL_MS) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let worker_threads = raw.worker_threads;
+        if worker_threads == Some(0) {
+            self.problem("server.worker_threads: at least 1");
+        }
+        ServerConfig {
+            listen,
+            tls,
+            max_connections,
+            max_in_flight_requests,
+            idle_timeout,
+            request_header_timeout,
+            request_body_timeout,
+            max_concurrent_streams,
+            reload_poll,
+            worker_threads,
+        }
+    }
+
+    /// `[server.tls]`, or the explicit plain-HTTP opt-in.
+    fn server_tls(
+        &mut self,
+        raw_tls: Option<RawTls>,
+        allow_plaintext_http: bool,
+    ) -> Option<TlsFiles> {
+        match (raw_tls, allow_plaintext_http) {
             (Some(t), false) => Some(TlsFiles {
                 certificate_chain: self.resolve(&t.certificate_chain),
                 private_key: self.resolve(&t.private_key),
@@ -568,47 +676,16 @@ impl Validator {
                 );
                 None
             }
-        };
-        let max_connections = raw
-            .server
-            .max_connections
-            .unwrap_or(defaults::MAX_CONNECTIONS);
-        let max_in_flight_requests = raw
-            .server
-            .max_in_flight_requests
-            .unwrap_or(defaults::MAX_IN_FLIGHT_REQUESTS);
-        if max_connections == 0 || max_in_flight_requests == 0 {
-            self.problem("server.max_connections and server.max_in_flight_requests: at least 1");
         }
-        let idle_timeout = Duration::from_secs(
-            raw.server
-                .idle_timeout_seconds
-                .unwrap_or(defaults::IDLE_TIMEOUT_SECONDS),
-        );
-        if idle_timeout.is_zero() {
-            self.problem("server.idle_timeout_seconds: at least 1");
-        }
-        let reload_poll = match raw
-            .server
-            .reload_poll_ms
-            .unwrap_or(defaults::RELOAD_POLL_MS)
-        {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        };
-        let worker_threads = raw.server.worker_threads;
-        if worker_threads == Some(0) {
-            self.problem("server.worker_threads: at least 1");
-        }
-        let admin = AdminConfig {
-            listen: if raw.admin.disabled {
+    }
+
+    /// `[admin]`: loopback by default, or disabled.
+    fn admin(&mut self, raw: RawAdmin) -> AdminConfig {
+        AdminConfig {
+            listen: if raw.disabled {
                 None
             } else {
-                let text = raw
-                    .admin
-                    .listen
-                    .as_deref()
-                    .unwrap_or(defaults::ADMIN_LISTEN);
+                let text = raw.listen.as_deref().unwrap_or(defaults::ADMIN_LISTEN);
                 match text.parse::<SocketAddr>() {
                     Ok(a) => Some(a),
                     Err(_) => {
@@ -619,16 +696,14 @@ impl Validator {
                     }
                 }
             },
-        };
-        let authorization_policy = raw.authorization.policy_file.map(|p| self.resolve(&p));
-        let limits = self.limits(&raw.limits);
+        }
+    }
+
+    /// `[health]`.
+    fn health(&mut self, raw: RawHealth) -> HealthConfig {
         let health = HealthConfig {
-            cache: Duration::from_secs(
-                raw.health
-                    .cache_seconds
-                    .unwrap_or(defaults::HEALTH_CACHE_SECONDS),
-            ),
-            fleet_size: raw.health.fleet_size.unwrap_or(1),
+            cache: Duration::from_secs(raw.cache_seconds.unwrap_or(defaults::HEALTH_CACHE_SECONDS)),
+            fleet_size: raw.fleet_size.unwrap_or(1),
         };
         if health.cache.as_secs() > limits::MAX_HEALTH_CACHE_SECS {
             self.problem(
@@ -638,8 +713,13 @@ impl Validator {
         if health.fleet_size == 0 {
             self.problem("health.fleet_size: must be at least 1");
         }
-        let logging = LoggingConfig {
-            format: match raw.logging.format.as_deref().unwrap_or("text") {
+        health
+    }
+
+    /// `[logging]`.
+    fn logging(&mut self, raw: RawLogging) -> LoggingConfig {
+        LoggingConfig {
+            format: match raw.format.as_deref().unwrap_or("text") {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
                 other => {
@@ -647,14 +727,16 @@ impl Validator {
                     LogFormat::Text
                 }
             },
-            level: raw.logging.level.unwrap_or_else(|| "info".into()),
-        };
-        if raw.key_stores.is_empty() {
+            level: raw.level.unwrap_or_else(|| "info".into()),
+        }
+    }
+
+    /// Every `[[key_stores]]`, with names and path prefixes unique.
+    fn key_stores(&mut self, raw: Vec<RawKeyStore>, allow_inline: bool) -> Vec<KeyStoreConfig> {
+        if raw.is_empty() {
             self.problem("at least one [[key_stores]] entry is required");
         }
-        let allow_inline = raw.dev.allow_inline_secrets;
         let key_stores: Vec<_> = raw
-            .key_stores
             .into_iter()
             .map(|ks| self.key_store(ks, allow_inline))
             .collect();
@@ -671,24 +753,19 @@ impl Validator {
                 ));
             }
         }
-        ProxyConfig {
-            path: PathBuf::new(),
-            server: ServerConfig {
-                listen,
-                tls,
-                max_connections,
-                max_in_flight_requests,
-                idle_timeout,
-                reload_poll,
-                worker_threads,
-            },
-            admin,
-            authorization_policy,
-            limits,
-            health,
-            logging,
-            key_stores,
+        key_stores
+    }
+
+    /// A `[server]` deadline in milliseconds: 1 ms to [`defaults::MAX_REQUEST_TIMEOUT_MS`].
+    fn request_timeout(&mut self, key: &str, raw: Option<u64>, default: u64) -> Duration {
+        let ms = raw.unwrap_or(default);
+        if ms == 0 || ms > defaults::MAX_REQUEST_TIMEOUT_MS {
+            self.problem(format!(
+                "{key}: {ms} is not between 1 and {} milliseconds",
+                defaults::MAX_REQUEST_TIMEOUT_MS
+            ));
         }
+        Duration::from_millis(ms)
     }
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {
@@ -775,111 +852,7 @@ impl Validator {
                 ));
             }
         }
-        let backend = match raw.backend {
-            RawBackend::Embedded {
-                store,
-                root_key_file,
-                root_key_env,
-            } => {
-                let store = self.resolve(&store);
-                let root_key = match (root_key_file, root_key_env) {
-                    (Some(f), None) => {
-                        let f = self.resolve(&f);
-                        if f.parent() == store.parent() {
-                            self.problem(format!(
-                                "key store '{name}': the root key file must not be in the key store's directory ({})",
-                                f.parent().map(|p| p.display().to_string()).unwrap_or_default()
-                            ));
-                        }
-                        RootKeySource::File(f)
-                    }
-                    (None, Some(v)) => RootKeySource::Env(v),
-                    _ => {
-                        self.problem(format!(
-                            "key store '{name}': set exactly one of backend.root_key_file or backend.root_key_env"
-                        ));
-                        RootKeySource::Env(String::new())
-                    }
-                };
-                BackendConfig::Embedded { store, root_key }
-            }
-            RawBackend::Pkcs11 {
-                module,
-                token,
-                pin_file,
-                pin_env,
-                pool_size,
-                session_wait_ms,
-                health_key_label,
-                key_facts_cache_ms,
-                capabilities,
-                key_status_file,
-            } => {
-                let pin = match (&pin_file, &pin_env) {
-                    (Some(f), None) => {
-                        let f = self.resolve(f);
-                        match root_key::check_owner_only(&f)
-                            .map_err(|e| e.to_string())
-                            .and_then(|()| {
-                                std::fs::read_to_string(&f)
-                                    .map_err(|e| format!("{}: {e}", f.display()))
-                            }) {
-                            Ok(p) => Some(p.trim().to_owned()),
-                            Err(e) => {
-                                self.problem(format!("key store '{name}': PIN file: {e}"));
-                                None
-                            }
-                        }
-                    }
-                    (None, Some(v)) => match std::env::var(v) {
-                        Ok(p) => Some(p.trim().to_owned()),
-                        Err(_) => {
-                            self.problem(format!(
-                                "key store '{name}': environment variable {v} (the HSM PIN) is not set"
-                            ));
-                            None
-                        }
-                    },
-                    _ => {
-                        self.problem(format!(
-                            "key store '{name}': set exactly one of backend.pin_file or backend.pin_env"
-                        ));
-                        None
-                    }
-                };
-                let mut config = crate::backend::pkcs11::Pkcs11Config::new(
-                    self.resolve(&module),
-                    token,
-                    secrecy::SecretString::from(pin.unwrap_or_default()),
-                );
-                if let Some(n) = pool_size {
-                    config.pool_size = n;
-                }
-                if let Some(ms) = session_wait_ms {
-                    config.session_wait = Duration::from_millis(ms);
-                }
-                if let Some(l) = health_key_label {
-                    config.health_key_label = l;
-                }
-                if let Some(ms) = key_facts_cache_ms {
-                    config.key_facts_ttl = Duration::from_millis(ms);
-                }
-                config.capabilities = capabilities;
-                BackendConfig::Pkcs11 {
-                    config,
-                    pin_file: pin_file.map(|f| self.resolve(&f)),
-                    key_status_file: self.resolve(&key_status_file),
-                }
-            }
-            RawBackend::Transit {
-                transit,
-                key_status_file,
-            } => BackendConfig::Transit {
-                config: transit,
-                base_dir: self.base.clone(),
-                key_status_file: self.resolve(&key_status_file),
-            },
-        };
+        let backend = self.backend(&name, raw.backend);
         if raw.credentials.is_empty() {
             self.problem(format!(
                 "key store '{name}': at least one [[key_stores.credentials]] is required"
@@ -917,6 +890,119 @@ impl Validator {
         }
     }
 
+    /// The key store's `backend = { type = ... }`.
+    fn backend(&mut self, name: &str, raw: RawBackend) -> BackendConfig {
+        match raw {
+            RawBackend::Embedded {
+                store,
+                root_key_file,
+                root_key_env,
+            } => self.embedded_backend(name, &store, root_key_file, root_key_env),
+            RawBackend::Pkcs11(raw) => self.pkcs11_backend(name, raw),
+            RawBackend::Transit {
+                transit,
+                key_status_file,
+            } => BackendConfig::Transit {
+                config: transit,
+                base_dir: self.base.clone(),
+                key_status_file: self.resolve(&key_status_file),
+            },
+        }
+    }
+
+    fn embedded_backend(
+        &mut self,
+        name: &str,
+        store: &Path,
+        root_key_file: Option<PathBuf>,
+        root_key_env: Option<String>,
+    ) -> BackendConfig {
+        let store = self.resolve(store);
+        let root_key = match (root_key_file, root_key_env) {
+            (Some(f), None) => {
+                let f = self.resolve(&f);
+                if f.parent() == store.parent() {
+                    self.problem(format!(
+                        "key store '{name}': the root key file must not be in the key store's directory ({})",
+                        f.parent().map(|p| p.display().to_string()).unwrap_or_default()
+                    ));
+                }
+                RootKeySource::File(f)
+            }
+            (None, Some(v)) => RootKeySource::Env(v),
+            _ => {
+                self.problem(format!(
+                    "key store '{name}': set exactly one of backend.root_key_file or backend.root_key_env"
+                ));
+                RootKeySource::Env(String::new())
+            }
+        };
+        BackendConfig::Embedded { store, root_key }
+    }
+
+    fn pkcs11_backend(&mut self, name: &str, raw: RawPkcs11) -> BackendConfig {
+        let pin = self.pkcs11_pin(name, raw.pin_file.as_deref(), raw.pin_env.as_deref());
+        let mut config = crate::backend::pkcs11::Pkcs11Config::new(
+            self.resolve(&raw.module),
+            raw.token,
+            secrecy::SecretString::from(pin.as_deref().map_or("", |p| p.as_str())),
+        );
+        if let Some(n) = raw.pool_size {
+            config.pool_size = n;
+        }
+        if let Some(ms) = raw.session_wait_ms {
+            config.session_wait = Duration::from_millis(ms);
+        }
+        if let Some(l) = raw.health_key_label {
+            config.health_key_label = l;
+        }
+        if let Some(ms) = raw.key_facts_cache_ms {
+            config.key_facts_ttl = Duration::from_millis(ms);
+        }
+        if let Some(inline) = raw.inline_calls {
+            config.inline_calls = inline;
+        }
+        config.capabilities = raw.capabilities;
+        BackendConfig::Pkcs11 {
+            config,
+            pin_file: raw.pin_file.map(|f| self.resolve(&f)),
+            key_status_file: self.resolve(&raw.key_status_file),
+        }
+    }
+
+    /// The HSM user PIN, read into a zeroizing buffer from its file or variable.
+    fn pkcs11_pin(
+        &mut self,
+        name: &str,
+        pin_file: Option<&Path>,
+        pin_env: Option<&str>,
+    ) -> Option<zeroize::Zeroizing<String>> {
+        match (pin_file, pin_env) {
+            (Some(f), None) => match root_key::read_secret_file(&self.resolve(f)) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.problem(format!("key store '{name}': PIN file: {e}"));
+                    None
+                }
+            },
+            (None, Some(v)) => {
+                let pin = root_key::read_secret_env(v);
+                if pin.is_none() {
+                    self.problem(format!(
+                        "key store '{name}': environment variable {v} (the HSM PIN) is not set"
+                    ));
+                }
+                pin
+            }
+            _ => {
+                self.problem(format!(
+                    "key store '{name}': set exactly one of backend.pin_file or backend.pin_env"
+                ));
+                None
+            }
+        }
+    }
+
     fn credential(
         &mut self,
         store: &str,
@@ -937,32 +1023,19 @@ impl Validator {
         let (source, secret) = match (raw.secret_file, raw.secret_env, raw.secret) {
             (Some(f), None, None) => {
                 let f = self.resolve(&f);
-                if let Err(e) = crate::keystore::seal::check_owner_only(&f) {
-                    self.problem(format!(
-                        "key store '{store}': credential {akid}: secret file: {e}"
-                    ));
-                    return None;
-                }
-                match std::fs::read_to_string(&f) {
-                    Ok(s) => (
-                        SecretSource::File(f),
-                        zeroize::Zeroizing::new(s.trim().to_owned()),
-                    ),
+                match root_key::read_secret_file(&f) {
+                    Ok(s) => (SecretSource::File(f), s),
                     Err(e) => {
                         self.problem(format!(
-                            "key store '{store}': credential {akid}: cannot read {}: {e}",
-                            f.display()
+                            "key store '{store}': credential {akid}: secret file: {e}"
                         ));
                         return None;
                     }
                 }
             }
-            (None, Some(var), None) => match std::env::var(&var) {
-                Ok(s) => (
-                    SecretSource::Env(var),
-                    zeroize::Zeroizing::new(s.trim().to_owned()),
-                ),
-                Err(_) => {
+            (None, Some(var), None) => match root_key::read_secret_env(&var) {
+                Some(s) => (SecretSource::Env(var), s),
+                None => {
                     self.problem(format!(
                         "key store '{store}': credential {akid}: environment variable {var} is not set"
                     ));
@@ -1052,6 +1125,30 @@ mod tests {
             "access key id",
             "inline secrets",
             "43-64",
+        ] {
+            assert!(joined.contains(needle), "missing '{needle}' in:\n{joined}");
+        }
+    }
+
+    #[test]
+    fn server_deadlines_and_stream_limit_are_validated() {
+        let text = r#"
+            [server]
+            listen = "127.0.0.1:0"
+            allow_plaintext_http = true
+            request_header_timeout_ms = 0
+            request_body_timeout_ms = 300001
+            max_concurrent_streams = 0
+        "#;
+        let err = ProxyConfig::from_toml(text, Path::new("/etc/x.toml")).expect_err("invalid");
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected Invalid, got {err}");
+        };
+        let joined = problems.join("\n");
+        for needle in [
+            "server.request_header_timeout_ms: 0 is not between 1 and 300000 milliseconds",
+            "server.request_body_timeout_ms: 300001 is not between 1 and 300000 milliseconds",
+            "server.max_concurrent_streams: at least 1",
         ] {
             assert!(joined.contains(needle), "missing '{needle}' in:\n{joined}");
         }

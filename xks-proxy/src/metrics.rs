@@ -501,142 +501,20 @@ impl Metrics {
     }
 
     fn write_exposition(&self, out: &mut String) -> fmt::Result {
-        let registered = self.stores.read().unwrap_or_else(|p| p.into_inner());
-        let all = || std::iter::once(&self.no_store).chain(registered.iter().map(|s| &**s));
-
-        header(
-            out,
-            "xks_proxy_requests_total",
-            "XKS requests answered, by key store, operation and error name (none for success).",
-            "counter",
-        )?;
-        for s in all() {
-            for op in OperationLabel::ALL {
-                for outcome in Outcome::ALL {
-                    let n = s.requests[op.index()][outcome.index()].load(Relaxed);
-                    if n > 0 {
-                        let labels = [
-                            ("key_store", s.name.as_str()),
-                            ("operation", op.as_str()),
-                            ("error_name", outcome.as_str()),
-                        ];
-                        sample(out, "xks_proxy_requests_total", &labels, n)?;
-                    }
-                }
-            }
+        {
+            let registered = self.stores.read().unwrap_or_else(|p| p.into_inner());
+            let stores: Vec<&StoreMetrics> = std::iter::once(&self.no_store)
+                .chain(registered.iter().map(|s| &**s))
+                .collect();
+            write_request_families(out, &stores)?;
+            write_backend_families(out, &stores)?;
+            write_store_state_families(out, &stores)?;
         }
+        self.write_process_families(out)
+    }
 
-        header(
-            out,
-            "xks_proxy_request_duration_seconds",
-            "Time from request received to response ready, by key store and operation.",
-            "histogram",
-        )?;
-        for s in all() {
-            for op in OperationLabel::ALL {
-                let labels = [("key_store", s.name.as_str()), ("operation", op.as_str())];
-                histogram(
-                    out,
-                    "xks_proxy_request_duration_seconds",
-                    &labels,
-                    &s.request_latency[op.index()],
-                )?;
-            }
-        }
-
-        header(
-            out,
-            "xks_proxy_backend_duration_seconds",
-            "Duration of key backend calls, by key store and call.",
-            "histogram",
-        )?;
-        for s in all() {
-            for call in BackendCall::ALL {
-                let labels = [("key_store", s.name.as_str()), ("call", call.as_str())];
-                histogram(
-                    out,
-                    "xks_proxy_backend_duration_seconds",
-                    &labels,
-                    &s.backend_latency[call.index()],
-                )?;
-            }
-        }
-
-        header(
-            out,
-            "xks_proxy_backend_errors_total",
-            "Key backend calls that failed, by key store and call.",
-            "counter",
-        )?;
-        for s in all() {
-            for call in BackendCall::ALL {
-                let observed = s.backend_latency[call.index()]
-                    .buckets
-                    .iter()
-                    .any(|b| b.load(Relaxed) > 0);
-                let errors = s.backend_errors[call.index()].load(Relaxed);
-                if observed || errors > 0 {
-                    let labels = [("key_store", s.name.as_str()), ("call", call.as_str())];
-                    sample(out, "xks_proxy_backend_errors_total", &labels, errors)?;
-                }
-            }
-        }
-
-        header(
-            out,
-            "xks_proxy_quota_rejections_total",
-            "Requests refused with ThrottlingException by the key store's quota.",
-            "counter",
-        )?;
-        for s in all() {
-            let n = s.quota_rejections.load(Relaxed);
-            if n > 0 {
-                sample(
-                    out,
-                    "xks_proxy_quota_rejections_total",
-                    &[("key_store", s.name.as_str())],
-                    n,
-                )?;
-            }
-        }
-
-        header(
-            out,
-            "xks_proxy_health_status",
-            "Latest health check of the key store: 2 ACTIVE, 1 DEGRADED, 0 UNAVAILABLE.",
-            "gauge",
-        )?;
-        for s in all() {
-            let h = s.health.load(Relaxed);
-            if h != HEALTH_UNSET {
-                sample(
-                    out,
-                    "xks_proxy_health_status",
-                    &[("key_store", s.name.as_str())],
-                    h,
-                )?;
-            }
-        }
-
-        header(
-            out,
-            "xks_proxy_backend_reinitializations_total",
-            "Times the key store's backend re-initialised its key manager connection (PKCS#11).",
-            "counter",
-        )?;
-        for s in all() {
-            let n = s.reinitializations.load(Relaxed);
-            if n != u64::MAX {
-                sample(
-                    out,
-                    "xks_proxy_backend_reinitializations_total",
-                    &[("key_store", s.name.as_str())],
-                    n,
-                )?;
-            }
-        }
-        drop(registered);
-
+    /// Certificate expiry, connections and reloads: one series each, not per key store.
+    fn write_process_families(&self, out: &mut String) -> fmt::Result {
         header(
             out,
             "xks_proxy_tls_certificate_not_after_seconds",
@@ -703,6 +581,152 @@ impl Metrics {
             self.reloads_error.load(Relaxed),
         )
     }
+}
+
+/// Request counts and durations, by key store and operation.
+fn write_request_families(out: &mut String, stores: &[&StoreMetrics]) -> fmt::Result {
+    header(
+        out,
+        "xks_proxy_requests_total",
+        "XKS requests answered, by key store, operation and error name (none for success).",
+        "counter",
+    )?;
+    for s in stores {
+        for op in OperationLabel::ALL {
+            for outcome in Outcome::ALL {
+                let n = s.requests[op.index()][outcome.index()].load(Relaxed);
+                if n > 0 {
+                    let labels = [
+                        ("key_store", s.name.as_str()),
+                        ("operation", op.as_str()),
+                        ("error_name", outcome.as_str()),
+                    ];
+                    sample(out, "xks_proxy_requests_total", &labels, n)?;
+                }
+            }
+        }
+    }
+
+    header(
+        out,
+        "xks_proxy_request_duration_seconds",
+        "Time from request received to response ready, by key store and operation.",
+        "histogram",
+    )?;
+    for s in stores {
+        for op in OperationLabel::ALL {
+            let labels = [("key_store", s.name.as_str()), ("operation", op.as_str())];
+            histogram(
+                out,
+                "xks_proxy_request_duration_seconds",
+                &labels,
+                &s.request_latency[op.index()],
+            )?;
+        }
+    }
+
+    Ok(())
+}
+
+/// Key backend call durations and errors, by key store and call.
+fn write_backend_families(out: &mut String, stores: &[&StoreMetrics]) -> fmt::Result {
+    header(
+        out,
+        "xks_proxy_backend_duration_seconds",
+        "Duration of key backend calls, by key store and call.",
+        "histogram",
+    )?;
+    for s in stores {
+        for call in BackendCall::ALL {
+            let labels = [("key_store", s.name.as_str()), ("call", call.as_str())];
+            histogram(
+                out,
+                "xks_proxy_backend_duration_seconds",
+                &labels,
+                &s.backend_latency[call.index()],
+            )?;
+        }
+    }
+
+    header(
+        out,
+        "xks_proxy_backend_errors_total",
+        "Key backend calls that failed, by key store and call.",
+        "counter",
+    )?;
+    for s in stores {
+        for call in BackendCall::ALL {
+            let observed = s.backend_latency[call.index()]
+                .buckets
+                .iter()
+                .any(|b| b.load(Relaxed) > 0);
+            let errors = s.backend_errors[call.index()].load(Relaxed);
+            if observed || errors > 0 {
+                let labels = [("key_store", s.name.as_str()), ("call", call.as_str())];
+                sample(out, "xks_proxy_backend_errors_total", &labels, errors)?;
+            }
+        }
+    }
+
+    Ok(())
+}
+
+/// Quota rejections, health and re-initialisations, by key store.
+fn write_store_state_families(out: &mut String, stores: &[&StoreMetrics]) -> fmt::Result {
+    header(
+        out,
+        "xks_proxy_quota_rejections_total",
+        "Requests refused with ThrottlingException by the key store's quota.",
+        "counter",
+    )?;
+    for s in stores {
+        let n = s.quota_rejections.load(Relaxed);
+        if n > 0 {
+            sample(
+                out,
+                "xks_proxy_quota_rejections_total",
+                &[("key_store", s.name.as_str())],
+                n,
+            )?;
+        }
+    }
+
+    header(
+        out,
+        "xks_proxy_health_status",
+        "Latest health check of the key store: 2 ACTIVE, 1 DEGRADED, 0 UNAVAILABLE.",
+        "gauge",
+    )?;
+    for s in stores {
+        let h = s.health.load(Relaxed);
+        if h != HEALTH_UNSET {
+            sample(
+                out,
+                "xks_proxy_health_status",
+                &[("key_store", s.name.as_str())],
+                h,
+            )?;
+        }
+    }
+
+    header(
+        out,
+        "xks_proxy_backend_reinitializations_total",
+        "Times the key store's backend re-initialised its key manager connection (PKCS#11).",
+        "counter",
+    )?;
+    for s in stores {
+        let n = s.reinitializations.load(Relaxed);
+        if n != u64::MAX {
+            sample(
+                out,
+                "xks_proxy_backend_reinitializations_total",
+                &[("key_store", s.name.as_str())],
+                n,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the `# HELP` and `# TYPE` lines of a family (help texts are constants without

@@ -38,6 +38,9 @@ pub enum RunError {
 
 /// Loads the server TLS configuration (and mTLS settings) from files.
 pub fn load_tls(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, RunError> {
+    if let Some(warning) = service_tls::server::private_key_exposure(&files.private_key) {
+        tracing::warn!("{warning}");
+    }
     service_tls::server::load_server_config(&service_tls::server::ServerTlsFiles {
         cert_chain: files.certificate_chain.clone(),
         private_key: files.private_key.clone(),
@@ -175,7 +178,13 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     let limits = ConnectionLimits {
         max_connections: cfg.server.max_connections,
         idle_timeout: cfg.server.idle_timeout,
+        request_header_timeout: cfg.server.request_header_timeout,
+        body_timeout: cfg.server.request_body_timeout,
+        max_concurrent_streams: cfg.server.max_concurrent_streams,
     };
+    // The config holds the credentials' secrets; the live state has its own copies, which a
+    // reload replaces. Keeping this one would keep a removed credential's secret in memory.
+    drop(cfg);
     serve(listener, transport, app, limits, metrics, shutdown_signal()).await;
     Ok(())
 }

@@ -1,7 +1,9 @@
 //! The listener, shared with the front end (crate `https-server`); the proxy's metrics
 //! observe its connections.
 
-pub use https_server::{ConnectionLimits, ConnectionObserver, IdleTimeout, Transport, bind, serve};
+pub use https_server::{
+    BodyTimeout, ConnectionLimits, ConnectionObserver, Transport, bind, find_body_timeout, serve,
+};
 
 use crate::metrics::Metrics;
 

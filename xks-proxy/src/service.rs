@@ -82,6 +82,58 @@ pub fn backend_error(e: BackendError) -> XksError {
     err(name, e.to_string())
 }
 
+/// What a request wants to do with a key, for [`check_key_use`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    /// GetKeyMetadata: any key, whatever its status and usages.
+    Metadata,
+    /// Encrypt; `verify` when the caller asked for a CDIV, which the proxy only returns
+    /// after decrypting the new ciphertext, so the key must allow DECRYPT as well.
+    Encrypt {
+        /// A `ciphertextDataIntegrityValueAlgorithm` was requested.
+        verify: bool,
+    },
+    /// Decrypt.
+    Decrypt,
+}
+
+/// Which key status and usages allow which use, and the error each refusal gets. The only
+/// such rule: every backend's key facts go through it before any cryptographic call.
+///
+/// A disabled key is `InvalidStateException` (checked first); a missing usage is
+/// `InvalidKeyUsageException`; GetKeyMetadata is always allowed (it reports both).
+pub fn check_key_use(key_id: &XksKeyId, info: &KeyInfo, use_: KeyUse) -> Result<(), XksError> {
+    let (needs_encrypt, needs_decrypt) = match use_ {
+        KeyUse::Metadata => return Ok(()),
+        KeyUse::Encrypt { verify } => (true, verify),
+        KeyUse::Decrypt => (false, true),
+    };
+    if info.status != KeyStatus::Enabled {
+        return Err(err(
+            ErrorName::InvalidStateException,
+            format!("key {key_id} is disabled"),
+        ));
+    }
+    if needs_encrypt && !info.usages.encrypt {
+        return Err(err(
+            ErrorName::InvalidKeyUsageException,
+            format!("key {key_id} does not allow Encrypt"),
+        ));
+    }
+    if needs_decrypt && !info.usages.decrypt {
+        let message = if needs_encrypt {
+            format!(
+                "key {key_id} does not allow Decrypt, which an Encrypt with \
+                 ciphertextDataIntegrityValueAlgorithm needs to verify the ciphertext"
+            )
+        } else {
+            format!("key {key_id} does not allow Decrypt")
+        };
+        return Err(err(ErrorName::InvalidKeyUsageException, message));
+    }
+    Ok(())
+}
+
 fn check_algorithm(alg: &str) -> Result<(), XksError> {
     if alg == AES_GCM {
         Ok(())
@@ -178,7 +230,13 @@ impl KeyStoreService {
         )
     }
 
-    async fn usable_key(&self, key_id: &XksKeyId, op: Operation) -> Result<KeyInfo, XksError> {
+    /// The key's facts, once the key may be used for `use_` (see [`check_key_use`]). The
+    /// backend's reserved health-check key is refused here, before any backend call, with
+    /// the same answer as a key the backend does not hold.
+    async fn usable_key(&self, key_id: &XksKeyId, use_: KeyUse) -> Result<KeyInfo, XksError> {
+        if self.backend.health_key_id() == Some(key_id.as_str()) {
+            return Err(backend_error(BackendError::KeyNotFound(key_id.to_string())));
+        }
         let info = self
             .deadline(
                 BackendCall::KeyInfo,
@@ -186,26 +244,7 @@ impl KeyStoreService {
                 self.backend.key_info(key_id),
             )
             .await?;
-        if op == Operation::GetKeyMetadata {
-            return Ok(info);
-        }
-        if info.status != KeyStatus::Enabled {
-            return Err(err(
-                ErrorName::InvalidStateException,
-                format!("key {key_id} is disabled"),
-            ));
-        }
-        let allowed = match op {
-            Operation::Encrypt => info.usages.encrypt,
-            Operation::Decrypt => info.usages.decrypt,
-            _ => true,
-        };
-        if !allowed {
-            return Err(err(
-                ErrorName::InvalidKeyUsageException,
-                format!("key {key_id} does not allow {}", op.as_str()),
-            ));
-        }
+        check_key_use(key_id, &info, use_)?;
         Ok(info)
     }
 
@@ -216,7 +255,7 @@ impl KeyStoreService {
         req: &GetKeyMetadataRequest,
     ) -> Result<GetKeyMetadataResponse, XksError> {
         require(&req.request_metadata, Operation::GetKeyMetadata)?;
-        let info = self.usable_key(key_id, Operation::GetKeyMetadata).await?;
+        let info = self.usable_key(key_id, KeyUse::Metadata).await?;
         Ok(GetKeyMetadataResponse {
             key_spec: info.key_spec,
             key_usage: info.usages.names(),
@@ -243,7 +282,9 @@ impl KeyStoreService {
                 ));
             }
         };
-        let info = self.usable_key(key_id, Operation::Encrypt).await?;
+        let info = self
+            .usable_key(key_id, KeyUse::Encrypt { verify: want_cdiv })
+            .await?;
         let aad = req
             .additional_authenticated_data
             .as_ref()
@@ -377,7 +418,7 @@ impl KeyStoreService {
                 ),
             ));
         }
-        self.usable_key(key_id, Operation::Decrypt).await?;
+        self.usable_key(key_id, KeyUse::Decrypt).await?;
         let aad = req
             .additional_authenticated_data
             .as_ref()
@@ -493,4 +534,203 @@ fn require(meta: &xks_api::types::RequestMetadata, op: Operation) -> Result<(), 
             format!("{field} is required"),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{BackendFuture, BackendHealth, BackendIdentity, EncryptOutput};
+    use crate::keystore::KeyUsages;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const ENCRYPT_ONLY: KeyUsages = KeyUsages {
+        encrypt: true,
+        decrypt: false,
+    };
+    const DECRYPT_ONLY: KeyUsages = KeyUsages {
+        encrypt: false,
+        decrypt: true,
+    };
+
+    fn info(status: KeyStatus, usages: KeyUsages) -> KeyInfo {
+        KeyInfo {
+            key_spec: "AES_256".into(),
+            status,
+            usages,
+            current_version: 1,
+        }
+    }
+
+    fn outcome(status: KeyStatus, usages: KeyUsages, use_: KeyUse) -> Option<ErrorName> {
+        let id = XksKeyId::parse("k").expect("id");
+        check_key_use(&id, &info(status, usages), use_)
+            .err()
+            .map(|e| e.name)
+    }
+
+    #[test]
+    fn which_usage_allows_which_use() {
+        use ErrorName::{InvalidKeyUsageException as Usage, InvalidStateException as State};
+        let plain = KeyUse::Encrypt { verify: false };
+        let cdiv = KeyUse::Encrypt { verify: true };
+        let on = KeyStatus::Enabled;
+        for (usages, expect) in [
+            (KeyUsages::BOTH, [None, None, None, None]),
+            (ENCRYPT_ONLY, [None, None, Some(Usage), Some(Usage)]),
+            (DECRYPT_ONLY, [None, Some(Usage), Some(Usage), None]),
+            (
+                KeyUsages::NONE,
+                [None, Some(Usage), Some(Usage), Some(Usage)],
+            ),
+        ] {
+            let got =
+                [KeyUse::Metadata, plain, cdiv, KeyUse::Decrypt].map(|u| outcome(on, usages, u));
+            assert_eq!(got, expect, "{usages:?}");
+        }
+        // A disabled key is a state error before any usage question; metadata still answers.
+        for usages in [KeyUsages::BOTH, KeyUsages::NONE] {
+            let off = KeyStatus::Disabled;
+            assert_eq!(outcome(off, usages, KeyUse::Metadata), None);
+            for u in [plain, cdiv, KeyUse::Decrypt] {
+                assert_eq!(outcome(off, usages, u), Some(State), "{usages:?} {u:?}");
+            }
+        }
+    }
+
+    /// A backend with one key of the given usages and a health key reachable by id, counting
+    /// its calls.
+    #[derive(Debug)]
+    struct Recording {
+        usages: KeyUsages,
+        key_info: AtomicUsize,
+        crypto: AtomicUsize,
+        health: AtomicUsize,
+    }
+
+    impl KeyBackend for Recording {
+        fn identity(&self) -> BackendIdentity {
+            BackendIdentity {
+                vendor: "test".into(),
+                model: "recording".into(),
+            }
+        }
+        fn iv_source(&self) -> IvSource {
+            IvSource::Proxy
+        }
+        fn key_info<'a>(&'a self, _: &'a XksKeyId) -> BackendFuture<'a, KeyInfo> {
+            self.key_info.fetch_add(1, Ordering::SeqCst);
+            let usages = self.usages;
+            Box::pin(async move { Ok(info(KeyStatus::Enabled, usages)) })
+        }
+        fn encrypt<'a>(&'a self, input: EncryptInput<'a>) -> BackendFuture<'a, EncryptOutput> {
+            self.crypto.fetch_add(1, Ordering::SeqCst);
+            let n = input.plaintext.len();
+            Box::pin(async move {
+                Ok(EncryptOutput {
+                    ciphertext: vec![0; n],
+                    iv: vec![0; 12],
+                    tag: vec![0; 16],
+                })
+            })
+        }
+        fn decrypt<'a>(&'a self, _: DecryptInput<'a>) -> BackendFuture<'a, Zeroizing<Vec<u8>>> {
+            self.crypto.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err(BackendError::UsageNotPermitted("test".into())) })
+        }
+        fn health_check(&self) -> BackendFuture<'_, BackendHealth> {
+            self.health.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Ok(BackendHealth {
+                    status: HealthStatus::Active,
+                    detail: "ok".into(),
+                })
+            })
+        }
+        fn health_key_id(&self) -> Option<&str> {
+            Some("the-health-key")
+        }
+    }
+
+    fn service(usages: KeyUsages) -> (KeyStoreService, Arc<Recording>) {
+        let backend = Arc::new(Recording {
+            usages,
+            key_info: AtomicUsize::new(0),
+            crypto: AtomicUsize::new(0),
+            health: AtomicUsize::new(0),
+        });
+        let s = KeyStoreService::new(
+            KeyStoreSettings {
+                name: "s".into(),
+                path_prefix: "/s".into(),
+                construction: AadConstruction::Spec,
+                quota: RequestQuota::new(0),
+                limits: Limits::default(),
+                health: HealthConfig {
+                    cache: Duration::ZERO,
+                    fleet_size: 1,
+                },
+            },
+            backend.clone(),
+            Arc::new(Metrics::default()),
+        );
+        (s, backend)
+    }
+
+    fn request<T: serde::de::DeserializeOwned>(op: &str, mut body: serde_json::Value) -> T {
+        body["requestMetadata"] = serde_json::json!({
+            "awsPrincipalArn": "arn:aws:iam::111122223333:user/Alice",
+            "kmsKeyArn": "arn:aws:kms:us-east-1:111122223333:key/k",
+            "kmsOperation": op,
+            "kmsRequestId": "r-1",
+        });
+        serde_json::from_value(body).expect("request")
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn encrypt_with_cdiv_on_a_key_that_cannot_decrypt_never_reaches_the_backend() {
+        let (s, b) = service(ENCRYPT_ONLY);
+        let id = XksKeyId::parse("k").expect("id");
+        let body = serde_json::json!({"plaintext": "AAAA", "encryptionAlgorithm": "AES_GCM"});
+        let mut with_cdiv = body.clone();
+        with_cdiv["ciphertextDataIntegrityValueAlgorithm"] = "SHA_256".into();
+        let e = rt()
+            .block_on(s.encrypt(&id, &request("Encrypt", with_cdiv)))
+            .expect_err("refused");
+        assert_eq!(e.name, ErrorName::InvalidKeyUsageException, "{}", e.message);
+        assert_eq!(b.crypto.load(Ordering::SeqCst), 0);
+        // Without a CDIV the same key encrypts.
+        rt().block_on(s.encrypt(&id, &request("Encrypt", body)))
+            .expect("encrypt");
+        assert_eq!(b.crypto.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn the_backends_health_key_is_not_found_but_still_checks_health() {
+        let (s, b) = service(KeyUsages::BOTH);
+        let id = XksKeyId::parse("the-health-key").expect("id");
+        let r = rt();
+        let e = r
+            .block_on(s.get_key_metadata(&id, &request("GetKeyMetadata", serde_json::json!({}))))
+            .expect_err("hidden");
+        assert_eq!(e.name, ErrorName::KeyNotFoundException);
+        let body = serde_json::json!({"plaintext": "AAAA", "encryptionAlgorithm": "AES_GCM"});
+        let e = r
+            .block_on(s.encrypt(&id, &request("Encrypt", body)))
+            .expect_err("hidden");
+        assert_eq!(e.name, ErrorName::KeyNotFoundException);
+        assert_eq!(b.key_info.load(Ordering::SeqCst), 0, "no backend lookup");
+        assert_eq!(b.crypto.load(Ordering::SeqCst), 0);
+        let h = r
+            .block_on(s.health(&request("GetHealthStatus", serde_json::json!({}))))
+            .expect("health");
+        assert_eq!(h.ekm_fleet_details[0].health_status, HealthStatus::Active);
+        assert_eq!(b.health.load(Ordering::SeqCst), 1);
+    }
 }

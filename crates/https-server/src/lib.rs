@@ -1,26 +1,43 @@
-//! The HTTPS listener both services run: a TCP accept loop with a connection limit, idle
-//! timeouts, TLS (rustls, with a configuration that can be swapped at run time) or explicit
-//! plain HTTP, HTTP/1.1 and h2 on every connection, and a graceful drain.
+//! The HTTPS listener both services run: a TCP accept loop with a connection limit, TLS
+//! (rustls, with a configuration that can be swapped at run time) or explicit plain HTTP,
+//! HTTP/1.1 and h2 on every connection, deadlines that slow clients cannot stretch, and a
+//! graceful drain.
+//!
+//! Deadlines ([`ConnectionLimits`]), so that clients that send slowly (a byte a second of a
+//! TLS ClientHello, of request headers or of a body) cannot hold the connection slots:
+//! - **accept → first request headers** (`request_header_timeout`): one deadline covering the
+//!   TLS handshake, the HTTP/1.1-or-h2 sniff and the complete headers of the first request;
+//! - **later request headers on HTTP/1.1** (the same value): from the first byte of the
+//!   next request on a kept-alive connection to its complete headers;
+//! - **request body** (`body_timeout`, from the request's headers): the body is handed to the
+//!   service with this deadline; reading past it fails with [`BodyTimeout`];
+//! - **idle** (`idle_timeout`): a connection with no request in flight for this long is
+//!   closed. Idleness is measured in requests, not bytes, so a trickle of bytes (or of h2
+//!   PINGs and SETTINGS) does not keep a connection open;
+//! - **stalled writes** (`idle_timeout` too): a client that stops reading cannot hold a
+//!   connection by leaving our writes pending;
+//! - **h2 streams** (`max_concurrent_streams`): how many requests one h2 connection may have
+//!   open at once (advertised in SETTINGS; further streams are refused by the protocol).
 //!
 //! Architecture invariant: knows nothing of XKS or KMS; services plug in an axum `Router` and
 //! observe connections through [`ConnectionObserver`].
 
+mod body;
+mod connection;
+mod io;
+
+pub use body::{BodyTimeout, find_body_timeout};
+
 use arc_swap::ArcSwap;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
 /// Told about every connection (for metrics).
@@ -31,8 +48,6 @@ pub trait ConnectionObserver: Send + Sync + 'static {
     fn connection_closed(&self);
 }
 
-/// How long a client may take to complete the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long draining connections may take at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -55,13 +70,48 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// Connection limits of a listener.
-#[derive(Debug, Clone, Copy)]
+/// Connection limits and deadlines of a listener (see the crate documentation for what
+/// each deadline covers). Every duration must be non-zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Most connections open at once.
+    /// Most connections open at once; further clients wait in the listen backlog.
     pub max_connections: usize,
-    /// Idle connections are closed after this long.
+    /// A connection with no request in flight for this long is closed; a write that cannot
+    /// progress for this long fails.
     pub idle_timeout: Duration,
+    /// From accept to the complete headers of the first request (TLS handshake, protocol
+    /// sniff and headers); on HTTP/1.1 also the deadline for each later request's headers,
+    /// counted from their first byte.
+    pub request_header_timeout: Duration,
+    /// From a request's headers to the end of its body, for a service that reads the body.
+    pub body_timeout: Duration,
+    /// Most concurrent streams (requests) on one h2 connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl ConnectionLimits {
+    /// Default [`Self::max_connections`].
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    /// Default [`Self::idle_timeout`].
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default [`Self::request_header_timeout`] (what the TLS handshake alone had before).
+    pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default [`Self::body_timeout`].
+    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default [`Self::max_concurrent_streams`] (hyper's own default).
+    pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            request_header_timeout: Self::DEFAULT_REQUEST_HEADER_TIMEOUT,
+            body_timeout: Self::DEFAULT_BODY_TIMEOUT,
+            max_concurrent_streams: Self::DEFAULT_MAX_CONCURRENT_STREAMS,
+        }
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and lets
@@ -75,7 +125,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = http_builder(&limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
@@ -101,41 +151,21 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         observer.connection_accepted();
-        let stream = IdleTimeout::new(stream, limits.idle_timeout);
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let acceptor = match &transport {
-            Transport::Tls(cfg) => Some(TlsAcceptor::from(cfg.load_full())),
-            Transport::PlainHttp => None,
+        let conn = connection::Connection {
+            peer,
+            acceptor: match &transport {
+                Transport::Tls(cfg) => Some(TlsAcceptor::from(cfg.load_full())),
+                Transport::PlainHttp => None,
+            },
+            app: app.clone(),
+            builder: builder.clone(),
+            limits,
+            watcher: graceful.watcher(),
         };
         let observer = observer.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match acceptor {
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let conn = builder
-                                .serve_connection(TokioIo::new(tls), service)
-                                .into_owned();
-                            if let Err(e) = watcher.watch(conn).await {
-                                tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            }
-                        }
-                        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
-                    }
-                }
-                None => {
-                    let conn = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                }
-            }
+            conn.run(stream).await;
             observer.connection_closed();
         });
     }
@@ -147,113 +177,25 @@ pub async fn serve(
     }
 }
 
-/// A stream that fails with `TimedOut` once no byte has moved in either direction for
-/// `timeout`, so idle (or stalled) connections are closed.
-#[derive(Debug)]
-pub struct IdleTimeout<T> {
-    inner: T,
-    timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
-}
-
-impl<T> IdleTimeout<T> {
-    /// Wraps `inner`.
-    pub fn new(inner: T, timeout: Duration) -> Self {
-        Self {
-            inner,
-            timeout,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-        }
-    }
-
-    fn touch(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.timeout);
-    }
-
-    /// Bytes written reset the idle clock; a write that waits fails once it is idle too long.
-    fn after_write(
-        &mut self,
-        cx: &mut Context<'_>,
-        r: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match r {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.touch();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-        }
-    }
-
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(io::ErrorKind::TimedOut, "connection idle")),
-            Poll::Pending => Ok(()),
-        }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for IdleTimeout<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.touch();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.check(cx) {
-                Ok(()) => Poll::Pending,
-                Err(e) => Poll::Ready(Err(e)),
-            },
-        }
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, data);
-        self.after_write(cx, r)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.after_write(cx, r)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+/// The HTTP/1.1 + h2 connection builder with the limits' h2 stream limit.
+///
+/// No hyper timer is set, which leaves hyper's own HTTP/1.1 header read timeout and h2
+/// keep-alive PINGs off, deliberately: hyper starts that header timeout when the connection
+/// starts waiting for the next request, so it would close every HTTP/1.1 connection kept
+/// alive without a request for `request_header_timeout` (10 s, not the 60 s idle timeout;
+/// clients reusing connections, KMS or a load balancer, would then race the close). The
+/// connection watchdog runs the header deadline from the next request's first byte instead,
+/// and closes connections idle (in requests) for `idle_timeout`, which also covers h2
+/// clients gone silent, without PINGs.
+fn http_builder(limits: &ConnectionLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(limits.max_concurrent_streams);
+    builder
 }
 
 /// Binds a listener.
-pub async fn bind(addr: std::net::SocketAddr) -> io::Result<TcpListener> {
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }

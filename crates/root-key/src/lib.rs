@@ -20,6 +20,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+pub mod secret_file;
+pub use secret_file::{read_secret_env, read_secret_file};
+
 /// Where a root key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RootKeySource {

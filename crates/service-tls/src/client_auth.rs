@@ -2,8 +2,18 @@
 //!
 //! AWS KMS presents a certificate with CN `cks.kms.<region>.amazonaws.com`, sometimes with no
 //! subjectAltName at all, so the name check reads the subject CN as well as the DNS SANs. A
-//! client whose name is not accepted fails the handshake with a TLS alert; it never gets as far
-//! as an HTTP request.
+//! client whose certificate is refused fails the handshake with a TLS alert; it never gets as
+//! far as an HTTP request.
+//!
+//! Every refused client certificate (expired or not yet valid, unknown issuer or self-signed,
+//! wrong usage, name not accepted) gets the alert `handshake_failure`, as the reference XKS
+//! proxy sends and AWS's test client looks for. rustls derives the alert from the verifier's
+//! error: `Error::InvalidCertificate(e)` would send e's own alert (`certificate_expired`,
+//! `unknown_ca`, `certificate_unknown`, ...), any other variant `handshake_failure`. So the
+//! verifier returns `Error::Other` carrying a typed [`ClientCertRejected`], which keeps the
+//! reason for the server's log and for callers that inspect it. A client sending no
+//! certificate at all is refused by rustls itself with `certificate_required`, and a bad
+//! `CertificateVerify` signature keeps `decrypt_error` (RFC 8446 §4.4.3).
 
 use std::sync::Arc;
 
@@ -21,13 +31,46 @@ use x509_parser::extensions::GeneralName;
 /// At most this many presented names are quoted in a rejection error.
 const MAX_NAMES_IN_ERROR: usize = 8;
 
-/// The error inside a handshake failure when a client certificate chains to the configured CA
-/// but none of its names (subject CN, DNS SANs) is accepted.
+/// Why the server refused a client certificate during the handshake.
 ///
-/// It reaches the server's `accept` as `rustls::Error::InvalidCertificate(CertificateError::Other(..))`
-/// (alert `certificate_unknown` to the client).
+/// It reaches the server's `accept` as `rustls::Error::Other(OtherError(..))` wrapping this
+/// type (find it with [`ClientCertRejected::find`]); rustls then sends the alert
+/// `handshake_failure` to the client, whatever the reason. Its `Display` names the reason, so
+/// a log line of the handshake error says why.
 #[derive(Debug, thiserror::Error)]
-#[error("client certificate names {presented:?} match none of the accepted names")]
+#[non_exhaustive]
+pub enum ClientCertRejected {
+    /// The certificate or its chain failed the WebPKI check (trust anchor, validity period,
+    /// clientAuth usage, signatures, encoding): the verifier's error, typically
+    /// `rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. })` or
+    /// `InvalidCertificate(CertificateError::UnknownIssuer)`.
+    #[error("client certificate rejected: {0}")]
+    Certificate(rustls::Error),
+    /// The chain is valid but none of the certificate's names is accepted.
+    #[error("client certificate rejected: {0}")]
+    Name(ClientNameRejected),
+}
+
+impl ClientCertRejected {
+    /// The rejection inside a rustls error, if the error is one (`rustls::Error::Other`
+    /// carrying a `ClientCertRejected`).
+    pub fn find(error: &rustls::Error) -> Option<&Self> {
+        match error {
+            rustls::Error::Other(OtherError(inner)) => inner.downcast_ref::<Self>(),
+            _ => None,
+        }
+    }
+
+    /// As a rustls error that makes rustls send `handshake_failure` (see the module doc).
+    fn into_rustls(self) -> rustls::Error {
+        rustls::Error::Other(OtherError(Arc::new(self)))
+    }
+}
+
+/// A client certificate chains to the configured CA but none of its names (subject CN, DNS
+/// SANs) is accepted: the reason inside [`ClientCertRejected::Name`].
+#[derive(Debug, thiserror::Error)]
+#[error("names {presented:?} match none of the accepted names")]
 pub struct ClientNameRejected {
     /// The subject CNs and DNS SANs the client certificate presented (at most 8).
     pub presented: Vec<String>,
@@ -108,8 +151,8 @@ impl NameCheckingClientVerifier {
         Ok(Self { inner, accepted })
     }
 
-    fn check_names(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
-        let mut presented = presented_names(end_entity)?;
+    fn check_names(&self, end_entity: &CertificateDer<'_>) -> Result<(), ClientCertRejected> {
+        let mut presented = presented_names(end_entity).map_err(ClientCertRejected::Certificate)?;
         if presented
             .iter()
             .any(|name| self.accepted.iter().any(|a| a.matches(name)))
@@ -117,9 +160,22 @@ impl NameCheckingClientVerifier {
             return Ok(());
         }
         presented.truncate(MAX_NAMES_IN_ERROR);
-        Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-            OtherError(Arc::new(ClientNameRejected { presented })),
-        )))
+        Err(ClientCertRejected::Name(ClientNameRejected { presented }))
+    }
+
+    /// The chain check, then the name check.
+    fn verify(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, ClientCertRejected> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(ClientCertRejected::Certificate)?;
+        self.check_names(end_entity)?;
+        Ok(verified)
     }
 }
 
@@ -166,11 +222,8 @@ impl ClientCertVerifier for NameCheckingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        self.check_names(end_entity)?;
-        Ok(verified)
+        self.verify(end_entity, intermediates, now)
+            .map_err(ClientCertRejected::into_rustls)
     }
 
     fn verify_tls12_signature(
@@ -270,5 +323,86 @@ mod tests {
             presented_names(&der).expect("names"),
             ["cks.kms.eu-west-1.amazonaws.com"]
         );
+    }
+
+    /// A verifier trusting `ca` and accepting `name`.
+    fn verifier(ca: &CertificateAuthority, name: &str) -> NameCheckingClientVerifier {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(crate::pem::first_certificate(ca.cert_pem().as_bytes()).expect("CA pem"))
+            .expect("root");
+        NameCheckingClientVerifier::new(roots, crate::crypto_provider(), vec![parse(name)])
+            .expect("verifier")
+    }
+
+    /// Runs the verifier on a certificate issued by `issuer`.
+    fn verify(
+        verifier: &NameCheckingClientVerifier,
+        issuer: &CertificateAuthority,
+        common_name: &str,
+        validity: Option<crate::CertValidity>,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let cert = issuer
+            .issue_client(common_name, &[], validity)
+            .expect("client");
+        let der = crate::pem::first_certificate(cert.cert_pem.as_bytes()).expect("pem");
+        verifier.verify_client_cert(&der, &[], UnixTime::now())
+    }
+
+    /// rustls sends `handshake_failure` for any error but `InvalidCertificate` and
+    /// `PeerMisbehaved` (`send_cert_verify_error_alert`): every refusal must be `Other`,
+    /// carrying the typed reason.
+    #[test]
+    fn every_refusal_is_an_other_error_with_the_reason() {
+        let ca = CertificateAuthority::generate("Verifier CA").expect("CA");
+        let v = verifier(&ca, "client.example");
+        assert!(verify(&v, &ca, "CLIENT.example", None).is_ok());
+
+        let err = verify(&v, &ca, "other.example", None).expect_err("wrong name");
+        assert!(matches!(err, rustls::Error::Other(_)), "{err:?}");
+        match ClientCertRejected::find(&err) {
+            Some(ClientCertRejected::Name(n)) => assert_eq!(n.presented, ["other.example"]),
+            other => panic!("{other:?}"),
+        }
+
+        let now = time::OffsetDateTime::now_utc();
+        let expired = crate::CertValidity {
+            not_before: now - time::Duration::days(2),
+            not_after: now - time::Duration::days(1),
+        };
+        let err = verify(&v, &ca, "client.example", Some(expired)).expect_err("expired");
+        assert!(matches!(err, rustls::Error::Other(_)), "{err:?}");
+        assert!(
+            matches!(
+                ClientCertRejected::find(&err),
+                Some(ClientCertRejected::Certificate(
+                    rustls::Error::InvalidCertificate(CertificateError::ExpiredContext { .. })
+                ))
+            ),
+            "{err:?}"
+        );
+
+        let stranger = CertificateAuthority::generate("Stranger CA").expect("CA");
+        let err = verify(&v, &stranger, "client.example", None).expect_err("unknown CA");
+        assert!(
+            matches!(
+                ClientCertRejected::find(&err),
+                Some(ClientCertRejected::Certificate(
+                    rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                ))
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "other error: client certificate rejected: invalid peer certificate: UnknownIssuer"
+        );
+    }
+
+    #[test]
+    fn find_ignores_other_errors() {
+        assert!(ClientCertRejected::find(&rustls::Error::NoCertificatesPresented).is_none());
+        let unrelated = rustls::Error::Other(OtherError(Arc::new(std::io::Error::other("x"))));
+        assert!(ClientCertRejected::find(&unrelated).is_none());
     }
 }

@@ -36,5 +36,6 @@ pub use error::TlsError;
 pub use pki::{CertValidity, CertificateAuthority, IssuedCertificate, ServerCertRequest};
 pub use provider::{ALPN_PROTOCOLS, CIPHER_SUITES, PROTOCOL_VERSIONS, crypto_provider};
 pub use server::{
-    ClientAuthSettings, ClientNameRejected, ServerTlsFiles, cert_not_after, load_server_config,
+    ClientAuthSettings, ClientCertRejected, ClientNameRejected, ServerTlsFiles, cert_not_after,
+    load_server_config,
 };

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use rustls::{RootCertStore, ServerConfig};
 use time::OffsetDateTime;
 
-pub use crate::client_auth::ClientNameRejected;
 use crate::client_auth::{AcceptedName, NameCheckingClientVerifier};
+pub use crate::client_auth::{ClientCertRejected, ClientNameRejected};
 use crate::provider::{PROTOCOL_VERSIONS, alpn_protocols, crypto_provider};
 use crate::{TlsError, pem};
 
@@ -38,6 +38,21 @@ pub struct ClientAuthSettings {
     /// exactly one label (`*.example.com` matches `a.example.com`, not `a.b.example.com` nor
     /// `example.com`). Must not be empty.
     pub accepted_names: Vec<String>,
+}
+
+/// Why a TLS private key file is more exposed than it should be: `Some` with a sentence to
+/// log when its group or others may read or write it, `None` when only its owner may (or it
+/// cannot be inspected: loading reports that). Callers warn rather than refuse, so installs
+/// made before this check keep starting.
+pub fn private_key_exposure(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the TLS private key file {} has permissions {mode:o}: its group or others may read it; use chmod 600",
+            path.display()
+        )
+    })
 }
 
 /// Builds the server configuration: aws-lc-rs, TLS 1.3 and 1.2, AEAD ECDHE suites only

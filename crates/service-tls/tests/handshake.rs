@@ -9,11 +9,14 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{CertificateError, ClientConfig, ProtocolVersion, ServerConfig, SupportedCipherSuite};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, ProtocolVersion, ServerConfig,
+    SupportedCipherSuite,
+};
 use service_tls::pki::{write_private_pem, write_public_pem};
 use service_tls::{
-    CIPHER_SUITES, CertValidity, CertificateAuthority, ClientAuthSettings, ClientIdentity,
-    ClientNameRejected, RootCertificates, ServerTlsFiles, client_config, crypto_provider,
+    CIPHER_SUITES, CertValidity, CertificateAuthority, ClientAuthSettings, ClientCertRejected,
+    ClientIdentity, RootCertificates, ServerTlsFiles, client_config, crypto_provider,
     load_server_config, root_cert_store,
 };
 use tempfile::TempDir;
@@ -208,8 +211,11 @@ async fn assert_accepted(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -
 }
 
 /// The server's accept must fail and the client must read no application data. Returns the
-/// rustls error the server saw.
-async fn assert_rejected(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> rustls::Error {
+/// rustls error the server saw and the client's error.
+async fn assert_rejected_both(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> (rustls::Error, io::Error) {
     let (server_result, client_result) = run(server, client).await;
     let client_error = client_result.expect_err("the client must not read any application data");
     let server_error = match server_result {
@@ -221,11 +227,59 @@ async fn assert_rejected(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -
         }
         Ok(negotiated) => panic!("the server accepted the client: {negotiated:?}"),
     };
-    server_error
-        .get_ref()
-        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    let server_error = rustls_error(&server_error)
         .unwrap_or_else(|| panic!("not a rustls error: {server_error:?}"))
-        .clone()
+        .clone();
+    (server_error, client_error)
+}
+
+/// Like [`assert_rejected_both`], for the server's error only.
+async fn assert_rejected(server: Arc<ServerConfig>, client: Arc<ClientConfig>) -> rustls::Error {
+    assert_rejected_both(server, client).await.0
+}
+
+/// The rustls error inside an I/O error of tokio-rustls.
+fn rustls_error(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+}
+
+/// The server must refuse the client's certificate, and the client must have received the
+/// alert `handshake_failure` whatever the reason (what the reference proxy sends and AWS's
+/// test client checks). Returns the server's error, which must carry a
+/// [`ClientCertRejected`].
+async fn assert_refused_certificate(
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+) -> rustls::Error {
+    let (server_error, client_error) = assert_rejected_both(server, client).await;
+    assert!(
+        ClientCertRejected::find(&server_error).is_some(),
+        "expected a ClientCertRejected, got {server_error:?}"
+    );
+    assert_eq!(
+        rustls_error(&client_error),
+        Some(&rustls::Error::AlertReceived(
+            AlertDescription::HandshakeFailure
+        )),
+        "the client's error: {client_error:?}"
+    );
+    server_error
+}
+
+/// The certificate error the WebPKI check gave, from a server's refusal.
+fn certificate_error(server_error: &rustls::Error) -> &CertificateError {
+    match ClientCertRejected::find(server_error) {
+        Some(ClientCertRejected::Certificate(rustls::Error::InvalidCertificate(e))) => e,
+        other => panic!("expected a certificate error, got {other:?}"),
+    }
+}
+
+/// The names a server's refusal quotes, when the refusal is for the name.
+fn rejected_names(server_error: &rustls::Error) -> &[String] {
+    match ClientCertRejected::find(server_error) {
+        Some(ClientCertRejected::Name(rejected)) => &rejected.presented,
+        other => panic!("expected a name rejection, got {other:?}"),
+    }
 }
 
 fn assert_aead(suite: Option<SupportedCipherSuite>) {
@@ -322,21 +376,19 @@ async fn mtls_accepts_a_wildcard_and_any_case() {
 async fn mtls_rejects_a_wrong_name() {
     let setup = Setup::new();
     let identity = setup.identity("cks.kms.us-east-1.amazonaws.com", &["other.test"]);
-    let err = assert_rejected(
+    let err = assert_refused_certificate(
         setup.mtls_server(&[KMS_CLIENT_NAME, "*.eu-west-1.amazonaws.com"]),
         setup.client(Some(&identity)),
     )
     .await;
-    let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = &err else {
-        panic!("expected a name rejection, got {err:?}");
-    };
-    let rejected = other
-        .0
-        .downcast_ref::<ClientNameRejected>()
-        .unwrap_or_else(|| panic!("expected ClientNameRejected, got {other:?}"));
     assert_eq!(
-        rejected.presented,
+        rejected_names(&err),
         ["cks.kms.us-east-1.amazonaws.com", "other.test"]
+    );
+    // The log line of a failed handshake (`%error`) says why.
+    assert_eq!(
+        err.to_string(),
+        "other error: client certificate rejected: names [\"cks.kms.us-east-1.amazonaws.com\", \"other.test\"] match none of the accepted names"
     );
 }
 
@@ -356,20 +408,20 @@ async fn mtls_rejects_an_expired_certificate() {
         )
         .expect("expired certificate");
     let identity = ClientIdentity::from_issued(&expired, &setup.ca);
-    let err = assert_rejected(
-        setup.mtls_server(&[KMS_CLIENT_NAME]),
+    for client in [
         setup.client(Some(&identity)),
-    )
-    .await;
-    assert!(
-        matches!(
-            err,
-            rustls::Error::InvalidCertificate(
+        setup.tls12_client(Some(&identity)),
+    ] {
+        let err = assert_refused_certificate(setup.mtls_server(&[KMS_CLIENT_NAME]), client).await;
+        assert!(
+            matches!(
+                certificate_error(&err),
                 CertificateError::Expired | CertificateError::ExpiredContext { .. }
-            )
-        ),
-        "{err:?}"
-    );
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("certificate expired"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -382,19 +434,47 @@ async fn mtls_rejects_a_certificate_from_another_ca() {
             .issue_client(KMS_CLIENT_NAME, &[], None)
             .expect("client certificate");
         let identity = ClientIdentity::from_issued(&cert, &other);
-        let err = assert_rejected(
-            setup.mtls_server(&[KMS_CLIENT_NAME]),
+        for client in [
             setup.client(Some(&identity)),
-        )
-        .await;
-        assert!(
-            matches!(
-                err,
-                rustls::Error::InvalidCertificate(
+            setup.tls12_client(Some(&identity)),
+        ] {
+            let err =
+                assert_refused_certificate(setup.mtls_server(&[KMS_CLIENT_NAME]), client).await;
+            assert!(
+                matches!(
+                    certificate_error(&err),
                     CertificateError::UnknownIssuer | CertificateError::BadSignature
-                )
-            ),
-            "{other_name}: {err:?}"
+                ),
+                "{other_name}: {err:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn mtls_rejects_a_self_signed_certificate() {
+    let setup = Setup::new();
+    // A leaf that is its own issuer, otherwise what KMS presents: the accepted name as CN,
+    // clientAuth usage, currently valid.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, KMS_CLIENT_NAME);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    let identity = ClientIdentity {
+        cert_chain_pem: cert.pem(),
+        key_pem: key.serialize_pem().into(),
+    };
+    for client in [
+        setup.client(Some(&identity)),
+        setup.tls12_client(Some(&identity)),
+    ] {
+        let err = assert_refused_certificate(setup.mtls_server(&[KMS_CLIENT_NAME]), client).await;
+        assert!(
+            matches!(certificate_error(&err), CertificateError::UnknownIssuer),
+            "{err:?}"
         );
     }
 }
@@ -402,11 +482,22 @@ async fn mtls_rejects_a_certificate_from_another_ca() {
 #[tokio::test]
 async fn mtls_rejects_a_client_without_certificate() {
     let setup = Setup::new();
-    let err = assert_rejected(setup.mtls_server(&[KMS_CLIENT_NAME]), setup.client(None)).await;
-    assert!(
-        matches!(err, rustls::Error::NoCertificatesPresented),
-        "{err:?}"
-    );
+    for client in [setup.client(None), setup.tls12_client(None)] {
+        let (err, client_error) =
+            assert_rejected_both(setup.mtls_server(&[KMS_CLIENT_NAME]), client).await;
+        assert!(
+            matches!(err, rustls::Error::NoCertificatesPresented),
+            "{err:?}"
+        );
+        // rustls itself refuses this case, with TLS 1.3's alert (on TLS 1.2 as well).
+        assert_eq!(
+            rustls_error(&client_error),
+            Some(&rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            )),
+            "{client_error:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -422,18 +513,12 @@ async fn mtls_over_tls12_accepts_and_rejects() {
     assert_aead(negotiated.suite);
 
     let wrong = setup.identity("cks.kms.us-east-1.amazonaws.com", &[]);
-    let err = assert_rejected(
+    let err = assert_refused_certificate(
         setup.mtls_server(&[KMS_CLIENT_NAME]),
         setup.tls12_client(Some(&wrong)),
     )
     .await;
-    assert!(
-        matches!(
-            err,
-            rustls::Error::InvalidCertificate(CertificateError::Other(_))
-        ),
-        "{err:?}"
-    );
+    assert_eq!(rejected_names(&err), ["cks.kms.us-east-1.amazonaws.com"]);
 }
 
 /// Serves one fixed HTTP/1.1 response to one connection.

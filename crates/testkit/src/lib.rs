@@ -6,8 +6,10 @@
 //! - [`frontend`]: a `kms-frontend` process with accounts and principals, driven by boto3 and the AWS CLI;
 //! - [`kms_backends`]: a throw-away SoftHSMv2 token and an OpenBao dev server with Transit;
 //! - [`relay`]: an intercepting relay in front of a proxy (records bodies, injects faults);
+//! - [`raw`]: misbehaving raw-socket clients (tricklers, stalled h2 streams);
 //! - [`client`]: an HTTPS client that signs XKS requests with SigV4 (via `aws-sigv4`);
-//! - [`xks`]: request bodies for the four XKS operations.
+//! - [`xks`]: request bodies for the four XKS operations;
+//! - [`memscan`]: looks for a secret's bytes in another process's memory.
 //!
 //! Tests drive the real binaries over real HTTPS; nothing here fakes a server.
 
@@ -15,8 +17,10 @@ pub mod bins;
 pub mod client;
 pub mod frontend;
 pub mod kms_backends;
+pub mod memscan;
 pub mod pki;
 pub mod proxy;
+pub mod raw;
 pub mod relay;
 pub mod xks;
 

@@ -1,6 +1,7 @@
 //! The end-to-end suites in one test binary (one link of aws-sdk-kms, reqwest and rustls
 //! instead of one per suite): each module is one suite over the real processes.
 
+mod frontend_concurrency;
 mod frontend_config;
 mod frontend_createkey;
 mod frontend_custom_key_stores;
@@ -16,6 +17,7 @@ mod proxy_config;
 mod proxy_conformance;
 mod proxy_crash_safety;
 mod proxy_hostile_clients;
+mod proxy_hsm_stall;
 mod proxy_interop;
 mod proxy_key_usage;
 mod proxy_mtls_alerts;

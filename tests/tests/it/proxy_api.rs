@@ -547,7 +547,22 @@ async fn every_error_name_of_the_spec_is_produced_by_the_server() {
     )
     .await
     .assert_error(400, "InvalidKeyUsageException");
-    let e = encrypt(&p, &c, "encrypt-only", b"x", None).await;
+    // An Encrypt with a CDIV needs DECRYPT too (the proxy decrypts to verify); without one
+    // an encrypt-only key encrypts.
+    c.post_json(
+        &url("encrypt-only", "encrypt"),
+        &xks::encrypt(b"x", None, true),
+    )
+    .await
+    .assert_error(400, "InvalidKeyUsageException");
+    let e = c
+        .post_json(
+            &url("encrypt-only", "encrypt"),
+            &xks::encrypt(b"x", None, false),
+        )
+        .await
+        .ok()
+        .clone();
     c.post_json(&url("encrypt-only", "decrypt"), &xks::decrypt_of(&e, None))
         .await
         .assert_error(400, "InvalidKeyUsageException");

@@ -97,6 +97,10 @@ impl KeyBackend for FaultyBackend {
         self.inner.reinitializations()
     }
 
+    fn health_key_id(&self) -> Option<&str> {
+        self.inner.health_key_id()
+    }
+
     fn health_check(&self) -> BackendFuture<'_, BackendHealth> {
         Box::pin(async move {
             if self.plan.failing_health {

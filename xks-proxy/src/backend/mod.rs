@@ -2,7 +2,8 @@
 //!
 //! The proxy owns AAD construction, `ciphertextMetadata`, the CDIV, key status and usage
 //! checks, deadlines and error mapping. A backend only does keyed AES-GCM with a given key
-//! version, reports key facts, and runs a health round trip with its dedicated test key.
+//! version, reports key facts, and runs a health round trip with its dedicated test key,
+//! which the proxy keeps out of the XKS API ([`KeyBackend::health_key_id`]).
 //!
 //! The contract is async (a backend may call a remote key manager), allows blocking backends
 //! (they run their work on a blocking pool, never on the runtime's workers), lets the backend
@@ -156,6 +157,15 @@ pub trait KeyBackend: Send + Sync + std::fmt::Debug + 'static {
 
     /// A real encrypt + decrypt with the dedicated health-check key, plus any other checks.
     fn health_check(&self) -> BackendFuture<'_, BackendHealth>;
+
+    /// The id under which the dedicated health-check key is an ordinary key of the key
+    /// manager (a PKCS#11 label, a Transit key name), if it is one. The proxy answers
+    /// `KeyNotFoundException` for it through the XKS API, as for a key the backend does not
+    /// hold: the health key is not an API key. `None` (the default) for a backend whose
+    /// health key lives outside the key namespace (the embedded store's).
+    fn health_key_id(&self) -> Option<&str> {
+        None
+    }
 
     /// How many times the backend has re-initialised its connection to the key manager
     /// (e.g. a PKCS#11 module finalised and loaded again), for backends that can; `None`

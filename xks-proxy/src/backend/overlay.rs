@@ -136,6 +136,10 @@ impl KeyBackend for StatusOverlay {
     fn reinitializations(&self) -> Option<u64> {
         self.inner.reinitializations()
     }
+
+    fn health_key_id(&self) -> Option<&str> {
+        self.inner.health_key_id()
+    }
 }
 
 /// Disables or enables `key_id` in the status file.

@@ -2,13 +2,23 @@
 //! of [`XksError`] to HTTP responses (in [`error_response`], the only place).
 //!
 //! Order of checks for every request (the spec's and ours):
-//! 1. a method other than POST on an XKS API path → 405 (before anything else);
-//! 2. a missing or malformed signature, or an unknown access key id → 401;
-//! 3. the body is read up to a cap derived from the configured limits (over it → 501), then
-//!    the signature is verified → 401;
-//! 4. a path that is not an API path of the credential's own key store → 404
+//! 1. a method other than POST on an XKS API path → 405 (before anything else; on any other
+//!    path → 404 `InvalidUriPathException`);
+//! 2. a missing or malformed `Authorization`, or an unknown access key id → 401;
+//! 3. the body is read up to a cap derived from the configured limits (over it → 501; not
+//!    complete within the listener's body deadline → 400 `ValidationException`), then the
+//!    signature is verified → 401;
+//! 4. the in-flight limit (health exempt) → 429, so only authenticated requests hold one
+//!    of its permits (a client that stalls its body holds none);
+//! 5. a path that is not an API path of the credential's own key store → 404
 //!    `InvalidUriPathException`;
-//! 5. a key id the store does not have → 404 `KeyNotFoundException`, then the operation.
+//! 6. a key id the store does not have → 404 `KeyNotFoundException`, then the store's quota
+//!    → 429, then the operation.
+//!
+//! The rejections of 1-2 are decided before the body is read, but answered only after it
+//! was read (up to the same cap, within the body deadline): over h2, an answer sent while
+//! the client is still sending makes hyper end the stream with RST_STREAM, and clients
+//! such as curl then fail the transfer although the answer was complete.
 
 pub mod path;
 
@@ -33,7 +43,7 @@ use zeroize::Zeroizing;
 
 use crate::authz::{AccessRequest, Decision};
 use crate::metrics::{Metrics, OperationLabel, Outcome, StoreMetricsHandle};
-use crate::state::ProxyState;
+use crate::state::{CredentialEntry, ProxyState};
 use path::ApiPath;
 use tokio::sync::Semaphore;
 
@@ -169,14 +179,23 @@ async fn handle(
         record.operation = Some(a.operation.as_str());
         record.key_id = a.key_id.map(str::to_owned);
     }
-    if parts.method != Method::POST {
-        return Err(if api.is_some() {
-            Rejection::MethodNotAllowed
-        } else {
-            fail(ErrorName::InvalidUriPathException, "not an XKS API path").into()
-        });
-    }
-    // Shed load before doing any work; health stays answerable under overload.
+    // Authentication: cheap checks first, then the body (capped), then the signature.
+    let (auth, entry) = match early_checks(&state, &parts, api.is_some()) {
+        Ok(found) => found,
+        Err(rejection) => {
+            drain_body(body, &parts.headers, state.max_body_bytes).await;
+            return Err(rejection);
+        }
+    };
+    let store = &state.stores[entry.store];
+    record.key_store = Some(store.name.clone());
+    record.metrics = Some(store.metrics_handle.clone());
+    let body = read_body(body, &parts.headers, state.max_body_bytes).await?;
+    state.verifiers[entry.store]
+        .verify(&parts, &auth, &entry.credential, &body, SystemTime::now())
+        .map_err(|e| fail(ErrorName::AuthenticationFailedException, e.to_string()))?;
+
+    // Shed load before doing the work; health stays answerable under overload.
     let _permit = match api.map(|a| a.operation) {
         Some(Operation::Health) => None,
         _ => Some(app.in_flight.clone().try_acquire_owned().map_err(|_| {
@@ -186,23 +205,6 @@ async fn handle(
             )
         })?),
     };
-
-    // Authentication: cheap checks first, then the body (capped), then the signature.
-    let auth = Authorization::parse(&parts.headers)
-        .map_err(|e| fail(ErrorName::AuthenticationFailedException, e.to_string()))?;
-    let entry = state.credentials.get(auth.access_key_id()).ok_or_else(|| {
-        fail(
-            ErrorName::AuthenticationFailedException,
-            "the access key id is not known to this proxy",
-        )
-    })?;
-    let store = &state.stores[entry.store];
-    record.key_store = Some(store.name.clone());
-    record.metrics = Some(store.metrics_handle.clone());
-    let body = read_body(body, &parts.headers, state.max_body_bytes).await?;
-    state.verifiers[entry.store]
-        .verify(&parts, &auth, &entry.credential, &body, SystemTime::now())
-        .map_err(|e| fail(ErrorName::AuthenticationFailedException, e.to_string()))?;
 
     let Some(api) = api.filter(|a| a.prefix == store.path_prefix) else {
         return Err(fail(
@@ -254,6 +256,58 @@ async fn handle(
         Operation::Health => unreachable!("handled above"),
     };
     Ok(response)
+}
+
+/// The checks that need no body: the method, the `Authorization` header and its access key
+/// id. Returns the parsed header and the credential's entry.
+fn early_checks<'s>(
+    state: &'s ProxyState,
+    parts: &http::request::Parts,
+    is_api_path: bool,
+) -> Result<(Authorization, &'s CredentialEntry), Rejection> {
+    if parts.method != Method::POST {
+        return Err(if is_api_path {
+            Rejection::MethodNotAllowed
+        } else {
+            fail(ErrorName::InvalidUriPathException, "not an XKS API path").into()
+        });
+    }
+    let auth = Authorization::parse(&parts.headers)
+        .map_err(|e| fail(ErrorName::AuthenticationFailedException, e.to_string()))?;
+    let entry = state.credentials.get(auth.access_key_id()).ok_or_else(|| {
+        fail(
+            ErrorName::AuthenticationFailedException,
+            "the access key id is not known to this proxy",
+        )
+    })?;
+    Ok((auth, entry))
+}
+
+/// Reads and discards a body we will not use, up to `max` bytes, so that an early answer
+/// ends the request cleanly (see the module documentation). A declared or actual body over
+/// the cap, a read error or the body deadline ends it sooner: the answer is then sent
+/// anyway.
+async fn drain_body(body: Body, headers: &http::HeaderMap, max: usize) {
+    if declared_length(headers).is_some_and(|n| n > max) {
+        return;
+    }
+    let mut body = body;
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            read = read.saturating_add(data.len());
+            if read > max {
+                return;
+            }
+        }
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// Parses a key operation's body, records its metadata for the log line, and applies
@@ -339,11 +393,7 @@ async fn read_body(
             format!("the request body is larger than this proxy accepts ({max} bytes)"),
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
+    if declared_length(headers).is_some_and(|n| n > max) {
         return Err(too_big());
     }
     let collected = Limited::new(body, max).collect().await.map_err(|e| {
@@ -351,6 +401,8 @@ async fn read_body(
             .is_some()
         {
             too_big()
+        } else if let Some(timeout) = crate::server::find_body_timeout(e.as_ref()) {
+            fail(ErrorName::ValidationException, timeout.to_string())
         } else {
             fail(
                 ErrorName::ValidationException,

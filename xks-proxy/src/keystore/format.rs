@@ -8,7 +8,7 @@
 //! u32 key count, then per key (sorted by id):
 //!   u8 id length, id bytes
 //!   u8 status (1 = enabled, 2 = disabled)
-//!   u8 usages (bit 0 = ENCRYPT, bit 1 = DECRYPT)
+//!   u8 usages (bit 0 = ENCRYPT, bit 1 = DECRYPT; 0 = no usage)
 //!   u64 created (unix seconds)
 //!   u32 version count, then per version (ascending):
 //!     u32 version, u64 created (unix seconds), [32] key material
@@ -42,7 +42,14 @@ impl KeyUsages {
         decrypt: true,
     };
 
-    /// The upper-case names GetKeyMetadata reports.
+    /// Neither ENCRYPT nor DECRYPT: every cryptographic operation is refused
+    /// (`InvalidKeyUsageException`); GetKeyMetadata reports an empty usage list.
+    pub const NONE: Self = Self {
+        encrypt: false,
+        decrypt: false,
+    };
+
+    /// The upper-case names GetKeyMetadata reports (empty for [`KeyUsages::NONE`]).
     pub fn names(self) -> Vec<String> {
         let mut v = Vec::with_capacity(2);
         if self.encrypt {
@@ -321,5 +328,50 @@ mod tests {
             );
         }
         assert!(!format!("{d:?}").contains(&format!("{:?}", &k.versions[0].material[..])));
+    }
+
+    #[test]
+    fn a_key_with_no_usage_round_trips_and_usage_bits_stay_as_written() {
+        let mut c = StoreContents::new_empty().expect("rng");
+        for (id, usages) in [
+            ("both", KeyUsages::BOTH),
+            ("none", KeyUsages::NONE),
+            (
+                "enc",
+                KeyUsages {
+                    encrypt: true,
+                    decrypt: false,
+                },
+            ),
+        ] {
+            c.keys.insert(
+                XksKeyId::parse(id).expect("id"),
+                StoredKey {
+                    status: KeyStatus::Enabled,
+                    usages,
+                    created: 1,
+                    versions: vec![StoredVersion {
+                        version: 1,
+                        created: 1,
+                        material: random_key().expect("rng"),
+                    }],
+                },
+            );
+        }
+        let bytes = c.encode();
+        let d = StoreContents::decode(1, &bytes).expect("decode");
+        let usages = |id: &str| d.keys[&XksKeyId::parse(id).expect("id")].usages;
+        assert_eq!(usages("none"), KeyUsages::NONE);
+        assert!(usages("none").names().is_empty());
+        assert_eq!(usages("both"), KeyUsages::BOTH);
+        assert_eq!(usages("enc").names(), vec!["ENCRYPT".to_owned()]);
+        // The layout is unchanged (stores written before no-usage keys existed read as
+        // before): the usage byte of the first key ("both", ids sorted) is 0b11, and a byte
+        // with unknown bits is refused.
+        let usage_at = 1 + 32 + 4 + 1 + "both".len() + 1;
+        assert_eq!(bytes[usage_at], 0b11);
+        let mut bad = bytes.to_vec();
+        bad[usage_at] = 0b100;
+        assert!(StoreContents::decode(1, &bad).is_err());
     }
 }
