@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use kms_frontend::crypto;
 use kms_frontend::xks::XksBlob;
+use kms_frontend::{blob, sealing};
 use zeroize::Zeroizing;
 
 const KEY_ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
@@ -30,11 +30,11 @@ fn bench_aws_kms_blob(c: &mut Criterion) {
         let plaintext = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("encrypt", size), &plaintext, |b, pt| {
-            b.iter(|| crypto::encrypt_blob(KEY_ID, &material, black_box(pt), &ctx).expect("seal"));
+            b.iter(|| blob::encrypt_blob(KEY_ID, &material, black_box(pt), &ctx).expect("seal"));
         });
-        let blob = crypto::encrypt_blob(KEY_ID, &material, &plaintext, &ctx).expect("seal");
+        let blob = blob::encrypt_blob(KEY_ID, &material, &plaintext, &ctx).expect("seal");
         group.bench_with_input(BenchmarkId::new("decrypt", size), &blob, |b, blob| {
-            b.iter(|| crypto::decrypt_blob(black_box(blob), &material, &ctx).expect("open"));
+            b.iter(|| blob::decrypt_blob(black_box(blob), &material, &ctx).expect("open"));
         });
     }
     group.finish();
@@ -59,7 +59,7 @@ fn bench_xks_blob(c: &mut Criterion) {
     let aad = [5u8; 64];
     let plaintext = [6u8; 32];
     group.bench_function("inner_seal_32", |b| {
-        b.iter(|| crypto::inner_seal(&material, &aad, black_box(&plaintext)).expect("seal"))
+        b.iter(|| blob::inner_seal(&material, &aad, black_box(&plaintext)).expect("seal"))
     });
     group.finish();
 }
@@ -67,9 +67,9 @@ fn bench_xks_blob(c: &mut Criterion) {
 fn bench_unseal_material(c: &mut Criterion) {
     let root = root_key::RootKey::from_bytes(Zeroizing::new([8u8; 32]));
     let arn = format!("arn:aws:kms:us-east-1:111122223333:key/{KEY_ID}");
-    let sealed = crypto::seal_material(&root, &arn, &[7u8; 32]).expect("seal");
+    let sealed = sealing::seal_material(&root, &arn, &[7u8; 32]).expect("seal");
     c.bench_function("unseal_material", |b| {
-        b.iter(|| crypto::unseal_material(&root, &arn, black_box(&sealed)).expect("unseal"))
+        b.iter(|| sealing::unseal_material(&root, &arn, black_box(&sealed)).expect("unseal"))
     });
 }
 

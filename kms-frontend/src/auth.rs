@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::catalogue::partition_for_region;
 use crate::config::FrontendConfig;
-use crate::model::partition_for_region;
 use crate::protocol::KmsError;
 
 /// AWS allows 15 minutes between a request's signing time and its arrival.

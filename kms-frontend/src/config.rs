@@ -210,166 +210,42 @@ impl std::fmt::Debug for Principal {
     }
 }
 
-impl FrontendConfig {
-    /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let raw: Raw = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+/// Makes a configured path absolute: relative paths are relative to the config file's
+/// directory.
+struct Resolver {
+    base: PathBuf,
+}
+
+impl Resolver {
+    fn for_config(path: &Path) -> Self {
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
-        let resolve = |p: &Path| {
-            if p.is_absolute() {
-                p.to_owned()
-            } else {
-                base.join(p)
-            }
-        };
+        Self { base }
+    }
+
+    fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+impl FrontendConfig {
+    /// Reads and validates a config file: every problem is collected, then reported
+    /// together.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let raw = read_raw(path)?;
+        let paths = Resolver::for_config(path);
         let mut problems = Vec::new();
-        let listen = raw.server.listen.parse().unwrap_or_else(|_| {
-            problems.push(format!(
-                "server.listen: '{}' is not an address",
-                raw.server.listen
-            ));
-            SocketAddr::from(([127, 0, 0, 1], 0))
-        });
-        let tls = match (raw.server.tls, raw.server.allow_plaintext_http) {
-            (Some(t), false) => Some((resolve(&t.certificate_chain), resolve(&t.private_key))),
-            (None, true) => None,
-            (Some(_), true) => {
-                problems.push(
-                    "server: set either [server.tls] or allow_plaintext_http, not both".into(),
-                );
-                None
-            }
-            (None, false) => {
-                problems.push("server.tls is required (plain HTTP only with server.allow_plaintext_http = true)".into());
-                None
-            }
-        };
-        let root_key = match (raw.root_key.file, raw.root_key.env) {
-            (Some(f), None) => root_key::RootKeySource::File(resolve(&f)),
-            (None, Some(v)) => root_key::RootKeySource::Env(v),
-            _ => {
-                problems.push("root_key: set exactly one of file or env".into());
-                root_key::RootKeySource::Env(String::new())
-            }
-        };
-        let mut accounts = Vec::new();
-        let mut akids = HashSet::new();
-        let mut ids = HashSet::new();
-        if raw.accounts.is_empty() {
-            problems.push("at least one [[accounts]] entry is required".into());
-        }
-        for a in raw.accounts {
-            if a.id.len() != 12 || !a.id.bytes().all(|b| b.is_ascii_digit()) {
-                problems.push(format!("account '{}': the id must be 12 digits", a.id));
-            }
-            if !ids.insert(a.id.clone()) {
-                problems.push(format!("account {} is configured twice", a.id));
-            }
-            let mut principals = Vec::new();
-            for p in a.principals {
-                if !akids.insert(p.access_key_id.clone()) {
-                    problems.push(format!(
-                        "access key id {} is configured twice",
-                        p.access_key_id
-                    ));
-                }
-                if !p.arn.starts_with("arn:") || !p.arn.contains(&format!(":iam::{}:", a.id)) {
-                    problems.push(format!(
-                        "principal {}: must be an IAM ARN in account {}",
-                        p.arn, a.id
-                    ));
-                }
-                let secret = match (p.secret_file, p.secret_env) {
-                    (Some(f), None) => {
-                        let f = resolve(&f);
-                        match root_key::check_owner_only(&f).and_then(|()| {
-                            std::fs::read_to_string(&f).map_err(|e| root_key::RootKeyError::Load {
-                                source_name: f.display().to_string(),
-                                reason: e.to_string(),
-                            })
-                        }) {
-                            Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
-                            Err(e) => {
-                                problems.push(format!("principal {}: secret file: {e}", p.arn));
-                                None
-                            }
-                        }
-                    }
-                    (None, Some(v)) => match std::env::var(&v) {
-                        Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
-                        Err(_) => {
-                            problems.push(format!(
-                                "principal {}: environment variable {v} is not set",
-                                p.arn
-                            ));
-                            None
-                        }
-                    },
-                    _ => {
-                        problems.push(format!(
-                            "principal {}: set exactly one of secret_file or secret_env",
-                            p.arn
-                        ));
-                        None
-                    }
-                };
-                if let Some(secret) = secret {
-                    principals.push(Principal {
-                        arn: p.arn,
-                        access_key_id: p.access_key_id,
-                        secret,
-                    });
-                }
-            }
-            accounts.push(Account {
-                id: a.id,
-                regions: a.regions,
-                principals,
-            });
-        }
-        let mut resolve_map = Vec::new();
-        for (host, addr) in &raw.xks.resolve {
-            match addr.parse::<SocketAddr>() {
-                Ok(a) => resolve_map.push((host.clone(), a)),
-                Err(_) => problems.push(format!(
-                    "xks.resolve.{host}: '{addr}' is not an address like 127.0.0.1:8443"
-                )),
-            }
-        }
-        let client_identity = match (
-            &raw.xks.client_certificate_chain,
-            &raw.xks.client_private_key,
-        ) {
-            (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
-            (None, None) => None,
-            _ => {
-                problems.push(
-                    "xks: set both client_certificate_chain and client_private_key, or neither"
-                        .into(),
-                );
-                None
-            }
-        };
-        let xks = XksSettings {
-            trusted_ca_bundle: raw.xks.trusted_ca_bundle.as_deref().map(resolve),
-            resolve: resolve_map,
-            client_identity,
-            timeout: std::time::Duration::from_millis(raw.xks.timeout_ms.unwrap_or(250)),
-            health_check_interval: std::time::Duration::from_secs(
-                raw.xks.health_check_interval_seconds.unwrap_or(60).max(1),
-            ),
-        };
+        let (listen, tls) = server(&raw.server, &paths, &mut problems);
+        let root_key = root_key_source(raw.root_key, &paths, &mut problems);
+        let accounts = accounts(raw.accounts, &paths, &mut problems);
+        let xks = xks_settings(&raw.xks, &paths, &mut problems);
         let admin_listen = raw.admin.listen.as_deref().and_then(|a| {
             a.parse::<SocketAddr>()
                 .map_err(|_| problems.push(format!("admin.listen: '{a}' is not an address")))
@@ -385,7 +261,7 @@ impl FrontendConfig {
             path: path.to_owned(),
             listen,
             tls,
-            storage_path: resolve(&raw.storage.path),
+            storage_path: paths.resolve(&raw.storage.path),
             root_key,
             max_keys_per_region: raw
                 .limits
@@ -396,5 +272,186 @@ impl FrontendConfig {
             xks,
             admin_listen,
         })
+    }
+}
+
+/// The file, parsed (no checks beyond the schema's).
+fn read_raw(path: &Path) -> Result<Raw, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// `[server]`: the listen address and the TLS files (`None`: plain HTTP, opted into).
+fn server(
+    raw: &RawServer,
+    paths: &Resolver,
+    problems: &mut Vec<String>,
+) -> (SocketAddr, Option<(PathBuf, PathBuf)>) {
+    let listen = raw.listen.parse().unwrap_or_else(|_| {
+        problems.push(format!("server.listen: '{}' is not an address", raw.listen));
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    });
+    let tls = match (&raw.tls, raw.allow_plaintext_http) {
+        (Some(t), false) => Some((
+            paths.resolve(&t.certificate_chain),
+            paths.resolve(&t.private_key),
+        )),
+        (None, true) => None,
+        (Some(_), true) => {
+            problems
+                .push("server: set either [server.tls] or allow_plaintext_http, not both".into());
+            None
+        }
+        (None, false) => {
+            problems.push(
+                "server.tls is required (plain HTTP only with server.allow_plaintext_http = true)"
+                    .into(),
+            );
+            None
+        }
+    };
+    (listen, tls)
+}
+
+/// `[root_key]`: exactly one of a file or an environment variable.
+fn root_key_source(
+    raw: RawRootKey,
+    paths: &Resolver,
+    problems: &mut Vec<String>,
+) -> root_key::RootKeySource {
+    match (raw.file, raw.env) {
+        (Some(f), None) => root_key::RootKeySource::File(paths.resolve(&f)),
+        (None, Some(v)) => root_key::RootKeySource::Env(v),
+        _ => {
+            problems.push("root_key: set exactly one of file or env".into());
+            root_key::RootKeySource::Env(String::new())
+        }
+    }
+}
+
+/// `[[accounts]]`: at least one; ids of 12 digits, each once; access key ids unique across
+/// all accounts.
+fn accounts(raw: Vec<RawAccount>, paths: &Resolver, problems: &mut Vec<String>) -> Vec<Account> {
+    let mut accounts = Vec::new();
+    let mut akids = HashSet::new();
+    let mut ids = HashSet::new();
+    if raw.is_empty() {
+        problems.push("at least one [[accounts]] entry is required".into());
+    }
+    for a in raw {
+        if a.id.len() != 12 || !a.id.bytes().all(|b| b.is_ascii_digit()) {
+            problems.push(format!("account '{}': the id must be 12 digits", a.id));
+        }
+        if !ids.insert(a.id.clone()) {
+            problems.push(format!("account {} is configured twice", a.id));
+        }
+        let mut principals = Vec::new();
+        for p in a.principals {
+            if !akids.insert(p.access_key_id.clone()) {
+                problems.push(format!(
+                    "access key id {} is configured twice",
+                    p.access_key_id
+                ));
+            }
+            if !p.arn.starts_with("arn:") || !p.arn.contains(&format!(":iam::{}:", a.id)) {
+                problems.push(format!(
+                    "principal {}: must be an IAM ARN in account {}",
+                    p.arn, a.id
+                ));
+            }
+            if let Some(secret) = principal_secret(&p, paths, problems) {
+                principals.push(Principal {
+                    arn: p.arn,
+                    access_key_id: p.access_key_id,
+                    secret,
+                });
+            }
+        }
+        accounts.push(Account {
+            id: a.id,
+            regions: a.regions,
+            principals,
+        });
+    }
+    accounts
+}
+
+/// A principal's secret, from exactly one of an owner-only file or an environment variable.
+fn principal_secret(
+    p: &RawPrincipal,
+    paths: &Resolver,
+    problems: &mut Vec<String>,
+) -> Option<Zeroizing<String>> {
+    match (&p.secret_file, &p.secret_env) {
+        (Some(f), None) => {
+            let f = paths.resolve(f);
+            match root_key::check_owner_only(&f).and_then(|()| {
+                std::fs::read_to_string(&f).map_err(|e| root_key::RootKeyError::Load {
+                    source_name: f.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }) {
+                Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
+                Err(e) => {
+                    problems.push(format!("principal {}: secret file: {e}", p.arn));
+                    None
+                }
+            }
+        }
+        (None, Some(v)) => match std::env::var(v) {
+            Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
+            Err(_) => {
+                problems.push(format!(
+                    "principal {}: environment variable {v} is not set",
+                    p.arn
+                ));
+                None
+            }
+        },
+        _ => {
+            problems.push(format!(
+                "principal {}: set exactly one of secret_file or secret_env",
+                p.arn
+            ));
+            None
+        }
+    }
+}
+
+/// `[xks]`: how the front end reaches proxies.
+fn xks_settings(raw: &RawXks, paths: &Resolver, problems: &mut Vec<String>) -> XksSettings {
+    let mut resolve_map = Vec::new();
+    for (host, addr) in &raw.resolve {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => resolve_map.push((host.clone(), a)),
+            Err(_) => problems.push(format!(
+                "xks.resolve.{host}: '{addr}' is not an address like 127.0.0.1:8443"
+            )),
+        }
+    }
+    let client_identity = match (&raw.client_certificate_chain, &raw.client_private_key) {
+        (Some(c), Some(k)) => Some((paths.resolve(c), paths.resolve(k))),
+        (None, None) => None,
+        _ => {
+            problems.push(
+                "xks: set both client_certificate_chain and client_private_key, or neither".into(),
+            );
+            None
+        }
+    };
+    XksSettings {
+        trusted_ca_bundle: raw.trusted_ca_bundle.as_deref().map(|p| paths.resolve(p)),
+        resolve: resolve_map,
+        client_identity,
+        timeout: std::time::Duration::from_millis(raw.timeout_ms.unwrap_or(250)),
+        health_check_interval: std::time::Duration::from_secs(
+            raw.health_check_interval_seconds.unwrap_or(60).max(1),
+        ),
     }
 }

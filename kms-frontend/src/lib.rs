@@ -4,10 +4,13 @@
 //! Map of the crate:
 //! - [`protocol`]: the JSON 1.1 wire format, AWS-shaped errors, ValidationException messages;
 //! - [`auth`]: SigV4 (service `kms`) against configured principals;
-//! - [`model`]: key specs, usages, origins, states, algorithms and the `KeyMetadata` shape;
+//! - [`catalogue`]: the API's vocabulary: key specs, usages, origins, key and connection
+//!   states, algorithms, the `KeyMetadata` shape, key ids and ARNs;
+//! - [`key_state`]: which key states allow which operation, and AWS's error when not;
 //! - [`material`]: key material generation for every key spec (CSPRNG);
 //! - [`policy`]: key policy validation, the lockout safety check and the default policy;
-//! - [`crypto`]: sealing key material under the root key; the symmetric ciphertext blob;
+//! - [`sealing`]: key material and proxy secrets sealed under the root key;
+//! - [`blob`]: the symmetric ciphertext blob and the inner layer of double encryption;
 //! - [`storage`]: the storage trait and its embedded SQLite implementation;
 //! - [`xks_client`]: calling XKS proxies as KMS does (SigV4, budgets, response validation);
 //! - [`xks`]: how proxy failures surface per operation; the double-encryption blob;
@@ -20,17 +23,19 @@
 //! stores nothing (validation happens before any write); key material is stored only sealed.
 
 pub mod auth;
+pub mod blob;
+pub mod catalogue;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod crypto;
 pub mod http;
+pub mod key_state;
 pub mod material;
-pub mod model;
 pub mod ops;
 pub mod policy;
 pub mod protocol;
 pub mod run;
+pub mod sealing;
 pub mod service;
 pub mod storage;
 pub mod xks;

@@ -29,7 +29,7 @@ use aws_lc_rs::signature::{
 };
 use zeroize::Zeroizing;
 
-use crate::model::KeySpec;
+use crate::catalogue::KeySpec;
 
 /// Why key material could not be produced.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,16 @@
-//! The KMS service behind the wire: operation dispatch, key lookup by id, ARN or alias, key
-//! state rules, and the mapping of storage errors (in [`storage_error`], the only place).
+//! The KMS service behind the wire: operation dispatch, key lookup by id, ARN or alias,
+//! changes to a key decided from a read and applied only if the key's state is still the
+//! one they were decided from ([`Kms::change_key`]), and the mapping of storage errors (in
+//! [`storage_error`], the only place).
 
 use std::sync::Arc;
 
 use crate::auth::{Caller, Callers};
+use crate::catalogue::{ConnectionState, KeyState};
 use crate::clock::Clock;
+use crate::key_state::{Operation, usable_key};
 use crate::protocol::KmsError;
-use crate::storage::{KEY_STATE_PENDING_DELETION, KeyRecord, Storage, StorageError};
+use crate::storage::{KeyRecord, Storage, StorageError};
 
 /// Everything the operations need.
 #[derive(Debug)]
@@ -46,7 +50,28 @@ pub fn storage_error(e: StorageError) -> KmsError {
             "The external key is already associated with a KMS key in this external key store.",
         ),
         StorageError::Conflict(what) => KmsError::client("ConflictException", what),
+        StorageError::StateChanged => KmsError::client(
+            "ConflictException",
+            "The key changed while the request was processed; retry it.",
+        ),
+        e @ StorageError::UnknownValue { .. } => KmsError::internal(format!("storage: {e}")),
         StorageError::Backend(what) => KmsError::internal(format!("storage: {what}")),
+    }
+}
+
+/// How many times [`Kms::change_key`] decides a change again because the key's state changed
+/// under it; each retry means another request's change landed, so this bounds only a
+/// pathological stream of changes to one key.
+const MAX_DECISIONS: usize = 32;
+
+/// The outcome of a conditional key write for [`Kms::change_key`]: `Ok(None)` when the key's
+/// state changed (or the key vanished) under it, so the change must be decided again on a
+/// fresh read.
+pub fn raced<T>(write: Result<T, StorageError>) -> Result<Option<T>, StorageError> {
+    match write {
+        Ok(v) => Ok(Some(v)),
+        Err(StorageError::StateChanged | StorageError::NotFound) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -92,21 +117,56 @@ impl Kms {
 
     /// A key's state as callers see it: keys of a custom key store that is not CONNECTED are
     /// `Unavailable` (except while pending deletion).
-    pub fn effective_state(&self, key: &KeyRecord) -> String {
+    pub fn effective_state(&self, key: &KeyRecord) -> KeyState {
         if let Some(store_id) = &key.custom_key_store_id
-            && key.key_state != KEY_STATE_PENDING_DELETION
+            && key.key_state != KeyState::PendingDeletion
         {
             let connected = self
                 .storage
                 .get_custom_key_store(&key.account_id, &key.region, store_id)
                 .ok()
                 .flatten()
-                .is_some_and(|s| s.connection_state == crate::storage::CONNECTION_STATE_CONNECTED);
+                .is_some_and(|s| s.connection_state == ConnectionState::Connected);
             if !connected {
-                return "Unavailable".to_owned();
+                return KeyState::Unavailable;
             }
         }
-        key.key_state.clone()
+        key.key_state
+    }
+
+    /// Whether `key` may be used for `op` (see [`usable_key`]); cryptographic operations
+    /// see its [`Kms::effective_state`], the others its stored state.
+    pub fn check_usable(&self, key: &KeyRecord, op: Operation) -> Result<(), KmsError> {
+        let state = if op.is_cryptographic() {
+            self.effective_state(key)
+        } else {
+            key.key_state
+        };
+        usable_key(key, state, op)
+    }
+
+    /// Changes the key `reference` (a key id or ARN) for `op`: reads it, checks that its
+    /// state allows `op`, and runs `write`, which must make its storage write conditional
+    /// on the state it was given (`&[key.key_state]`) and report a lost race through
+    /// [`raced`] (`Ok(None)`). Then the key is read and judged again, as AWS would judge it
+    /// now: a concurrent change either lands first and the decision is made from it (for
+    /// example DisableKey losing to ScheduleKeyDeletion answers "pending deletion"), or
+    /// lands after. Returns the key as read for the write that succeeded, and its result.
+    pub fn change_key<T>(
+        &self,
+        caller: &Caller,
+        reference: &str,
+        op: Operation,
+        mut write: impl FnMut(&KeyRecord) -> Result<Option<T>, KmsError>,
+    ) -> Result<(KeyRecord, T), KmsError> {
+        for _ in 0..MAX_DECISIONS {
+            let key = self.find_key(caller, reference, KeyRef::KeyOnly)?;
+            self.check_usable(&key, op)?;
+            if let Some(v) = write(&key)? {
+                return Ok((key, v));
+            }
+        }
+        Err(storage_error(StorageError::StateChanged))
     }
 
     /// Deletes keys whose deletion window has ended.
@@ -174,7 +234,7 @@ impl Kms {
             .ok_or_else(|| {
                 KmsError::not_found(format!(
                     "Key '{}' does not exist",
-                    crate::model::key_arn(
+                    crate::catalogue::key_arn(
                         caller.partition,
                         &caller.region,
                         &caller.account_id,
@@ -183,7 +243,7 @@ impl Kms {
                 ))
             })?;
         // A key whose deletion window has ended is gone, even before the sweeper runs.
-        if key.key_state == KEY_STATE_PENDING_DELETION
+        if key.key_state == KeyState::PendingDeletion
             && key
                 .deletion_date_ms
                 .is_some_and(|d| d <= self.clock.now_ms())

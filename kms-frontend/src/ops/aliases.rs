@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 use super::keys::required_key_id;
 use super::paging;
 use crate::auth::Caller;
-use crate::model;
+use crate::catalogue;
+use crate::key_state::Operation;
 use crate::protocol::{KmsError, Violations};
 use crate::service::{KeyRef, Kms, storage_error};
-use crate::storage::{AliasRecord, KEY_STATE_PENDING_DELETION, StorageError};
+use crate::storage::{AliasRecord, StorageError};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -53,12 +54,7 @@ fn check_alias_name(name: &str) -> Result<(), KmsError> {
 
 fn target(kms: &Kms, caller: &Caller, id: &str) -> Result<crate::storage::KeyRecord, KmsError> {
     let key = kms.find_key(caller, id, KeyRef::KeyOnly)?;
-    if key.key_state == KEY_STATE_PENDING_DELETION {
-        return Err(KmsError::invalid_state(format!(
-            "{} is pending deletion.",
-            key.arn
-        )));
-    }
+    kms.check_usable(&key, Operation::PointAlias)?;
     Ok(key)
 }
 
@@ -205,8 +201,8 @@ pub(super) fn list_aliases(
                 "AliasName": a.alias_name,
                 "AliasArn": kms.alias_arn(caller, &a.alias_name),
                 "TargetKeyId": a.target_key_id,
-                "CreationDate": model::epoch_seconds_from_millis(a.creation_date_ms),
-                "LastUpdatedDate": model::epoch_seconds_from_millis(a.last_updated_ms),
+                "CreationDate": catalogue::epoch_seconds_from_millis(a.creation_date_ms),
+                "LastUpdatedDate": catalogue::epoch_seconds_from_millis(a.last_updated_ms),
             })
         })
         .collect();

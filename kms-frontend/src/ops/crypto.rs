@@ -14,9 +14,10 @@ use zeroize::Zeroizing;
 
 use super::keys::required_key_id;
 use crate::auth::Caller;
-use crate::crypto;
-use crate::model::{KeySpec, KeyState, KeyUsage, Origin};
+use crate::catalogue::{KeyState, Origin};
+use crate::key_state::{Operation, refusal};
 use crate::protocol::{KmsError, Violations};
+use crate::sealing;
 use crate::service::{KeyRef, Kms};
 use crate::storage::KeyRecord;
 
@@ -57,61 +58,12 @@ fn context(
     ctx
 }
 
-/// The key is usable for symmetric encryption in its current state.
-fn usable(kms: &Kms, key: &KeyRecord, op: &str) -> Result<(), KmsError> {
-    match KeyState::parse(&kms.effective_state(key)) {
-        Some(KeyState::Enabled) => {}
-        Some(KeyState::Disabled) => {
-            return Err(KmsError::client(
-                "DisabledException",
-                format!("{} is disabled.", key.arn),
-            ));
-        }
-        Some(KeyState::PendingDeletion) => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is pending deletion.",
-                key.arn
-            )));
-        }
-        Some(KeyState::PendingImport) => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is pending import.",
-                key.arn
-            )));
-        }
-        Some(KeyState::Unavailable) => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is unavailable.",
-                key.arn
-            )));
-        }
-        _ => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is {}.",
-                key.arn, key.key_state
-            )));
-        }
-    }
-    if key.key_usage != KeyUsage::EncryptDecrypt.as_str()
-        || key.key_spec != KeySpec::SymmetricDefault.as_str()
-    {
-        return Err(KmsError::client(
-            "InvalidKeyUsageException",
-            format!(
-                "{} key usage is {} with key spec {}, which is not valid for {op}.",
-                key.arn, key.key_usage, key.key_spec
-            ),
-        ));
-    }
-    Ok(())
-}
-
 fn material(kms: &Kms, key: &KeyRecord) -> Result<Zeroizing<Vec<u8>>, KmsError> {
     let sealed = key
         .sealed_material
         .as_ref()
         .ok_or_else(|| KmsError::invalid_state(format!("{} has no key material.", key.arn)))?;
-    crypto::unseal_material(&kms.root, &key.arn, sealed)
+    sealing::unseal_material(&kms.root, &key.arn, sealed)
 }
 
 async fn encrypt_with(
@@ -120,13 +72,13 @@ async fn encrypt_with(
     key: &KeyRecord,
     plaintext: &[u8],
     ctx: &BTreeMap<String, String>,
-    op: &str,
+    op: Operation,
 ) -> Result<Vec<u8>, KmsError> {
     let m = material(kms, key)?;
     if key.origin == Origin::ExternalKeyStore.as_str() {
         return xks_encrypt(kms, caller, key, &m, plaintext, ctx, op).await;
     }
-    crypto::encrypt_blob(&key.key_id, &m, plaintext, ctx)
+    crate::blob::encrypt_blob(&key.key_id, &m, plaintext, ctx)
 }
 
 /// The store, proxy target secret and request metadata for a proxy call on `key`.
@@ -134,7 +86,7 @@ fn proxy_call_parts(
     kms: &Kms,
     caller: &Caller,
     key: &KeyRecord,
-    op: &str,
+    op: Operation,
 ) -> Result<
     (
         crate::storage::CustomKeyStoreRecord,
@@ -143,18 +95,19 @@ fn proxy_call_parts(
     ),
     KmsError,
 > {
-    let unavailable = || KmsError::invalid_state(format!("{} is unavailable.", key.arn));
+    // The store may have disconnected since the key was judged usable.
+    let unavailable = || refusal(key, KeyState::Unavailable, op);
     let store_id = key.custom_key_store_id.as_deref().ok_or_else(unavailable)?;
     let store = kms
         .storage
         .get_custom_key_store(&key.account_id, &key.region, store_id)
         .map_err(crate::service::storage_error)?
-        .filter(|s| s.connection_state == crate::storage::CONNECTION_STATE_CONNECTED)
+        .filter(|s| s.connection_state == crate::catalogue::ConnectionState::Connected)
         .ok_or_else(unavailable)?;
     let secret = crate::ops::target_secret(kms, &store)?;
     let meta = xks_api::types::RequestMetadata {
         kms_request_id: caller.request_id.clone(),
-        kms_operation: op.to_owned(),
+        kms_operation: op.as_str().to_owned(),
         aws_principal_arn: Some(caller.principal_arn.clone()),
         aws_source_vpc: None,
         aws_source_vpce: None,
@@ -173,12 +126,12 @@ async fn xks_encrypt(
     material: &[u8],
     plaintext: &[u8],
     ctx: &BTreeMap<String, String>,
-    op: &str,
+    op: Operation,
 ) -> Result<Vec<u8>, KmsError> {
-    let canonical = crypto::canonical_context(ctx);
+    let canonical = crate::blob::canonical_context(ctx);
     let mut inner_aad = crate::xks::header(&key.key_id)?;
     inner_aad.extend_from_slice(&canonical);
-    let (inner_iv, inner) = crypto::inner_seal(material, &inner_aad, plaintext)?;
+    let (inner_iv, inner) = crate::blob::inner_seal(material, &inner_aad, plaintext)?;
     let proxy_aad = crate::xks::proxy_aad(&key.key_id, &canonical)?;
     let (store, secret, meta) = proxy_call_parts(kms, caller, key, op)?;
     let target = crate::xks_client::ProxyTarget {
@@ -214,9 +167,9 @@ async fn xks_decrypt(
     key: &KeyRecord,
     blob: &crate::xks::XksBlob,
     ctx: &BTreeMap<String, String>,
-    op: &str,
+    op: Operation,
 ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let canonical = crypto::canonical_context(ctx);
+    let canonical = crate::blob::canonical_context(ctx);
     let proxy_aad = crate::xks::proxy_aad(&key.key_id, &canonical)?;
     let (store, secret, meta) = proxy_call_parts(kms, caller, key, op)?;
     let target = crate::xks_client::ProxyTarget {
@@ -245,7 +198,7 @@ async fn xks_decrypt(
     let m = material(kms, key)?;
     let mut inner_aad = crate::xks::header(&key.key_id)?;
     inner_aad.extend_from_slice(&canonical);
-    crypto::inner_open(&m, &blob.inner_iv, &inner_aad, &inner)
+    crate::blob::inner_open(&m, &blob.inner_iv, &inner_aad, &inner)
 }
 
 fn check_algorithm(v: &mut Violations, member: &str, alg: Option<&str>) -> Result<(), KmsError> {
@@ -311,7 +264,7 @@ pub(super) async fn encrypt(
     let ctx = context(&mut v, "encryptionContext", input.encryption_context);
     v.finish()?;
     let key = kms.find_key(caller, key_id?, KeyRef::KeyOrAlias)?;
-    usable(kms, &key, "Encrypt")?;
+    kms.check_usable(&key, Operation::Encrypt)?;
     algo?;
     dry_run(input.dry_run)?;
     let blob = encrypt_with(
@@ -320,7 +273,7 @@ pub(super) async fn encrypt(
         &key,
         plaintext.as_deref().map_or(&[][..], |p| &p[..]),
         &ctx,
-        "Encrypt",
+        Operation::Encrypt,
     )
     .await?;
     Ok(
@@ -335,7 +288,7 @@ async fn open_blob(
     blob: &[u8],
     ctx: &BTreeMap<String, String>,
     expected: Option<&str>,
-    op: &str,
+    op: Operation,
 ) -> Result<(KeyRecord, Zeroizing<Vec<u8>>), KmsError> {
     let xks_blob = match crate::xks::blob_format(blob) {
         Some(crate::xks::FORMAT_XKS) => Some(crate::xks::XksBlob::decode(blob)?),
@@ -343,7 +296,7 @@ async fn open_blob(
     };
     let named = match &xks_blob {
         Some(b) => b.key_id.as_str(),
-        None => crypto::blob_key_id(blob)?,
+        None => crate::blob::blob_key_id(blob)?,
     };
     let key = kms.find_key(caller, named, KeyRef::KeyOnly).map_err(|e| {
         if e.name == "NotFoundException" {
@@ -364,7 +317,7 @@ async fn open_blob(
             ));
         }
     }
-    usable(kms, &key, op)?;
+    kms.check_usable(&key, op)?;
     if let Some(b) = &xks_blob {
         if key.origin != Origin::ExternalKeyStore.as_str() {
             return Err(KmsError::client(
@@ -382,7 +335,7 @@ async fn open_blob(
         ));
     }
     let m = material(kms, &key)?;
-    let plaintext = crypto::decrypt_blob(blob, &m, ctx)?;
+    let plaintext = crate::blob::decrypt_blob(blob, &m, ctx)?;
     Ok((key, plaintext))
 }
 
@@ -430,7 +383,7 @@ pub(super) async fn decrypt(
         blob.as_deref().map_or(&[][..], |b| &b[..]),
         &ctx,
         input.key_id.as_deref(),
-        "Decrypt",
+        Operation::Decrypt,
     )
     .await?;
     dry_run(input.dry_run)?;
@@ -500,24 +453,16 @@ pub(super) async fn generate_data_key(
         ));
     }
     let key = kms.find_key(caller, key_id?, KeyRef::KeyOrAlias)?;
-    usable(
-        kms,
-        &key,
-        if with_plaintext {
-            "GenerateDataKey"
-        } else {
-            "GenerateDataKeyWithoutPlaintext"
-        },
-    )?;
+    let op = if with_plaintext {
+        Operation::GenerateDataKey
+    } else {
+        Operation::GenerateDataKeyWithoutPlaintext
+    };
+    kms.check_usable(&key, op)?;
     dry_run(input.dry_run)?;
     let mut data_key = Zeroizing::new(vec![0u8; n]);
     getrandom::fill(&mut data_key)
         .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
-    let op = if with_plaintext {
-        "GenerateDataKey"
-    } else {
-        "GenerateDataKeyWithoutPlaintext"
-    };
     let blob = encrypt_with(kms, caller, &key, &data_key, &ctx, op).await?;
     let mut out = json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn});
     if with_plaintext {
@@ -583,12 +528,20 @@ pub(super) async fn re_encrypt(
         blob.as_deref().map_or(&[][..], |b| &b[..]),
         &src_ctx,
         input.source_key_id.as_deref(),
-        "ReEncrypt",
+        Operation::ReEncrypt,
     )
     .await?;
-    usable(kms, &dest, "ReEncrypt")?;
+    kms.check_usable(&dest, Operation::ReEncrypt)?;
     dry_run(input.dry_run)?;
-    let out = encrypt_with(kms, caller, &dest, &plaintext, &dst_ctx, "ReEncrypt").await?;
+    let out = encrypt_with(
+        kms,
+        caller,
+        &dest,
+        &plaintext,
+        &dst_ctx,
+        Operation::ReEncrypt,
+    )
+    .await?;
     Ok(json!({
         "CiphertextBlob": b64(&out),
         "SourceKeyId": source.arn,

@@ -8,27 +8,13 @@ use std::sync::Arc;
 
 use super::paging;
 use crate::auth::Caller;
-use crate::model;
+use crate::catalogue::{self, ConnectionState};
 use crate::protocol::{KmsError, Violations};
 use crate::service::{Kms, storage_error};
 use crate::storage::{CustomKeyStoreRecord, StorageError};
 use crate::xks::{CallSite, surface};
 use crate::xks_client::ProxyTarget;
 use xks_api::types::{HealthStatus, RequestMetadata};
-
-/// Connection states.
-pub mod state {
-    /// Initial state, and after DisconnectCustomKeyStore.
-    pub const DISCONNECTED: &str = "DISCONNECTED";
-    /// Connect is running.
-    pub const CONNECTING: &str = "CONNECTING";
-    /// Usable.
-    pub const CONNECTED: &str = "CONNECTED";
-    /// Disconnect is running.
-    pub const DISCONNECTING: &str = "DISCONNECTING";
-    /// Connect failed; see the ConnectionErrorCode.
-    pub const FAILED: &str = "FAILED";
-}
 
 /// Custom key stores per account and Region (AWS's quota).
 pub const MAX_CUSTOM_KEY_STORES: u64 = 10;
@@ -220,7 +206,7 @@ pub fn target_secret(
     s: &CustomKeyStoreRecord,
 ) -> Result<zeroize::Zeroizing<String>, KmsError> {
     let raw =
-        crate::crypto::unseal_material(&kms.root, &format!("cks/{}", s.id), &s.sealed_secret)?;
+        crate::sealing::unseal_material(&kms.root, &format!("cks/{}", s.id), &s.sealed_secret)?;
     String::from_utf8(raw.to_vec())
         .map(zeroize::Zeroizing::new)
         .map_err(|_| KmsError::internal("stored proxy secret is damaged"))
@@ -376,12 +362,12 @@ pub(super) fn create(kms: &Kms, caller: &Caller, input: CreateInput) -> Result<V
         vpc_endpoint_service_name: input.xks_proxy_vpc_endpoint_service_name,
         vpc_endpoint_service_owner: input.xks_proxy_vpc_endpoint_service_owner,
         access_key_id: akid,
-        sealed_secret: crate::crypto::seal_material(
+        sealed_secret: crate::sealing::seal_material(
             &kms.root,
             &format!("cks/{id}"),
             secret.as_bytes(),
         )?,
-        connection_state: state::DISCONNECTED.into(),
+        connection_state: ConnectionState::Disconnected,
         connection_error_code: None,
         creation_date_ms: kms.clock.now_ms(),
     };
@@ -457,12 +443,12 @@ fn entry(s: &CustomKeyStoreRecord) -> Value {
     let mut e = json!({
         "CustomKeyStoreId": s.id,
         "CustomKeyStoreName": s.name,
-        "ConnectionState": s.connection_state,
-        "CreationDate": model::epoch_seconds_from_millis(s.creation_date_ms),
+        "ConnectionState": s.connection_state.as_str(),
+        "CreationDate": catalogue::epoch_seconds_from_millis(s.creation_date_ms),
         "CustomKeyStoreType": s.store_type,
         "XksProxyConfiguration": xks,
     });
-    if s.connection_state == state::FAILED
+    if s.connection_state == ConnectionState::Failed
         && let Some(code) = &s.connection_error_code
     {
         e["ConnectionErrorCode"] = json!(code);
@@ -565,9 +551,9 @@ fn invalid_state(s: &CustomKeyStoreRecord, what: &str) -> KmsError {
 
 pub(super) fn connect(kms: &Arc<Kms>, caller: &Caller, input: IdInput) -> Result<Value, KmsError> {
     let s = get(kms, caller, input.custom_key_store_id.as_deref())?;
-    match s.connection_state.as_str() {
-        state::CONNECTED | state::CONNECTING => return Ok(json!({})),
-        state::DISCONNECTED => {}
+    match s.connection_state {
+        ConnectionState::Connected | ConnectionState::Connecting => return Ok(json!({})),
+        ConnectionState::Disconnected => {}
         _ => return Err(invalid_state(&s, "ConnectCustomKeyStore")),
     }
     let moved = kms
@@ -576,8 +562,8 @@ pub(super) fn connect(kms: &Arc<Kms>, caller: &Caller, input: IdInput) -> Result
             &s.account_id,
             &s.region,
             &s.id,
-            &[state::DISCONNECTED],
-            state::CONNECTING,
+            &[ConnectionState::Disconnected],
+            ConnectionState::Connecting,
             None,
         )
         .map_err(storage_error)?;
@@ -591,7 +577,7 @@ pub(super) fn connect(kms: &Arc<Kms>, caller: &Caller, input: IdInput) -> Result
     tokio::runtime::Handle::current().spawn_blocking(move || {
         let (next, code) = if s.connectivity == "VPC_ENDPOINT_SERVICE" {
             // No VPC exists here: the endpoint service cannot be found.
-            (state::FAILED, Some("XKS_VPC_ENDPOINT_SERVICE_NOT_FOUND".to_owned()))
+            (ConnectionState::Failed, Some("XKS_VPC_ENDPOINT_SERVICE_NOT_FOUND".to_owned()))
         } else {
             match target_secret(&kms2, &s)
                 .map_err(|e| e.message)
@@ -599,12 +585,12 @@ pub(super) fn connect(kms: &Arc<Kms>, caller: &Caller, input: IdInput) -> Result
                     health_check(&kms2, &region, &request_id, &s, &secret, "ConnectCustomKeyStore")
                         .map_err(|e| e.connection_error_code().to_owned())
                 }) {
-                Ok(()) => (state::CONNECTED, None),
-                Err(code) => (state::FAILED, Some(code)),
+                Ok(()) => (ConnectionState::Connected, None),
+                Err(code) => (ConnectionState::Failed, Some(code)),
             }
         };
-        tracing::info!(custom_key_store = %s.id, state = next, error_code = code.as_deref().unwrap_or("-"), "connect finished");
-        let _ = kms2.storage.set_connection_state(&s.account_id, &s.region, &s.id, &[state::CONNECTING], next, code.as_deref());
+        tracing::info!(custom_key_store = %s.id, state = next.as_str(), error_code = code.as_deref().unwrap_or("-"), "connect finished");
+        let _ = kms2.storage.set_connection_state(&s.account_id, &s.region, &s.id, &[ConnectionState::Connecting], next, code.as_deref());
     });
     Ok(json!({}))
 }
@@ -612,8 +598,8 @@ pub(super) fn connect(kms: &Arc<Kms>, caller: &Caller, input: IdInput) -> Result
 pub(super) fn disconnect(kms: &Kms, caller: &Caller, input: IdInput) -> Result<Value, KmsError> {
     let s = get(kms, caller, input.custom_key_store_id.as_deref())?;
     if matches!(
-        s.connection_state.as_str(),
-        state::DISCONNECTED | state::DISCONNECTING
+        s.connection_state,
+        ConnectionState::Disconnected | ConnectionState::Disconnecting
     ) {
         return Err(invalid_state(&s, "DisconnectCustomKeyStore"));
     }
@@ -623,8 +609,12 @@ pub(super) fn disconnect(kms: &Kms, caller: &Caller, input: IdInput) -> Result<V
             &s.account_id,
             &s.region,
             &s.id,
-            &[state::CONNECTED, state::CONNECTING, state::FAILED],
-            state::DISCONNECTED,
+            &[
+                ConnectionState::Connected,
+                ConnectionState::Connecting,
+                ConnectionState::Failed,
+            ],
+            ConnectionState::Disconnected,
             None,
         )
         .map_err(storage_error)?;
@@ -671,7 +661,7 @@ pub(super) fn update(kms: &Kms, caller: &Caller, input: UpdateInput) -> Result<V
         || input.xks_proxy_connectivity.is_some()
         || input.xks_proxy_vpc_endpoint_service_name.is_some()
         || input.xks_proxy_vpc_endpoint_service_owner.is_some();
-    if needs_disconnected && s.connection_state != state::DISCONNECTED {
+    if needs_disconnected && s.connection_state != ConnectionState::Disconnected {
         return Err(invalid_state(
             &s,
             "Updating the endpoint, connectivity or VPC endpoint service",
@@ -705,7 +695,7 @@ pub(super) fn update(kms: &Kms, caller: &Caller, input: UpdateInput) -> Result<V
         s.access_key_id = c.access_key_id.unwrap_or_default();
         secret = zeroize::Zeroizing::new(c.raw_secret_access_key.unwrap_or_default());
         s.sealed_secret =
-            crate::crypto::seal_material(&kms.root, &format!("cks/{}", s.id), secret.as_bytes())?;
+            crate::sealing::seal_material(&kms.root, &format!("cks/{}", s.id), secret.as_bytes())?;
     }
     if s.connectivity == "VPC_ENDPOINT_SERVICE" && s.vpc_endpoint_service_name.is_none() {
         return Err(KmsError::validation(
@@ -740,7 +730,7 @@ pub(super) fn update(kms: &Kms, caller: &Caller, input: UpdateInput) -> Result<V
 
 pub(super) fn delete(kms: &Kms, caller: &Caller, input: IdInput) -> Result<Value, KmsError> {
     let s = get(kms, caller, input.custom_key_store_id.as_deref())?;
-    if s.connection_state != state::DISCONNECTED {
+    if s.connection_state != ConnectionState::Disconnected {
         return Err(invalid_state(&s, "DeleteCustomKeyStore"));
     }
     kms.storage

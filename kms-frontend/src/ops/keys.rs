@@ -6,11 +6,14 @@ use serde_json::{Value, json};
 
 use super::paging;
 use crate::auth::Caller;
-use crate::model::{self, KeyMetadataView, KeySpec, KeyState, KeyUsage, Origin};
+use crate::catalogue::{
+    self, ConnectionState, KeyMetadataView, KeySpec, KeyState, KeyUsage, Origin,
+};
+use crate::key_state::Operation;
 use crate::policy::{self, PolicyContext};
 use crate::protocol::{KmsError, Violations, latin1_text};
-use crate::service::{KeyRef, Kms, storage_error};
-use crate::storage::{KEY_STATE_PENDING_DELETION, KeyRecord};
+use crate::service::{KeyRef, Kms, raced, storage_error};
+use crate::storage::{CustomKeyStoreRecord, KeyRecord, ScheduledDeletion, StorageError};
 
 /// A tag as the wire carries it (both members required by the model).
 #[derive(Debug, Deserialize)]
@@ -114,12 +117,47 @@ pub(super) fn check_policy(
         .map_err(|e| KmsError::client(e.kms_error_type(), e.to_string()))
 }
 
+/// CreateKey: validate the request, resolve the key type and the origin (and custom key
+/// store), check the tags and the policy, ask the proxy about an external key, then build
+/// and store the record. Nothing is stored before the last step.
 pub(super) fn create_key(
     kms: &Kms,
     caller: &Caller,
     input: CreateKeyInput,
 ) -> Result<Value, KmsError> {
-    // 1. Model constraints, all reported together.
+    let tags = validate_create_key(&input)?;
+    let (spec, usage) = key_type(caller, &input)?;
+    let (origin, xks_store) = resolve_origin(kms, caller, &input, spec)?;
+    tag_rules(&tags, 0)?;
+    let policy_text = create_key_policy(kms, caller, &input)?;
+    // The external key must exist and meet KMS's requirements (asked of the proxy).
+    if let Some(store) = &xks_store {
+        check_external_key(
+            kms,
+            caller,
+            store,
+            input.xks_key_id.as_deref().unwrap_or_default(),
+        )?;
+    }
+    let record = build_record(
+        kms,
+        caller,
+        input,
+        NewKey {
+            spec,
+            usage,
+            origin,
+            xks_store,
+            policy: policy_text,
+            tags,
+        },
+    )?;
+    store_record(kms, caller, &record)?;
+    Ok(json!({ "KeyMetadata": metadata(&record) }))
+}
+
+/// CreateKey's model constraints, all reported together; returns the tags.
+fn validate_create_key(input: &CreateKeyInput) -> Result<Vec<(String, String)>, KmsError> {
     let mut v = Violations::new();
     if let Some(p) = &input.policy {
         v.length(p, "policy", 1, 131_072);
@@ -134,12 +172,11 @@ pub(super) fn create_key(
         // The model gives Description a length and no pattern.
         v.length(d, "description", 0, 8192);
     }
-    let names = |all: &[&'static str]| all.to_vec();
     if let Some(u) = &input.key_usage {
         v.enum_value(
             u,
             "keyUsage",
-            &names(&KeyUsage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>()),
+            &KeyUsage::ALL.iter().map(|x| x.as_str()).collect::<Vec<_>>(),
         );
     }
     if let Some(s) = &input.key_spec {
@@ -173,8 +210,12 @@ pub(super) fn create_key(
     }
     let tags = check_tags(&mut v, input.tags.as_deref().unwrap_or_default());
     v.finish()?;
+    Ok(tags)
+}
 
-    // 2. Rules between parameters.
+/// The key spec and usage: the rules between KeySpec, CustomerMasterKeySpec, KeyUsage and
+/// the caller's partition.
+fn key_type(caller: &Caller, input: &CreateKeyInput) -> Result<(KeySpec, KeyUsage), KmsError> {
     if input.key_spec.is_some() && input.customer_master_key_spec.is_some() {
         return Err(KmsError::validation(
             "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. CustomerMasterKeySpec is deprecated.",
@@ -215,12 +256,22 @@ pub(super) fn create_key(
             spec.as_str()
         )));
     }
+    Ok((spec, usage))
+}
+
+/// The origin, and for a key in a custom key store that store, which must exist and be
+/// connected.
+fn resolve_origin(
+    kms: &Kms,
+    caller: &Caller,
+    input: &CreateKeyInput,
+    spec: KeySpec,
+) -> Result<(Origin, Option<CustomKeyStoreRecord>), KmsError> {
     let origin = input
         .origin
         .as_deref()
         .and_then(Origin::parse)
         .unwrap_or(Origin::AwsKms);
-    let multi_region = input.multi_region.unwrap_or(false);
     match (origin, &input.xks_key_id) {
         (Origin::ExternalKeyStore, None) => {
             return Err(KmsError::validation(
@@ -234,65 +285,73 @@ pub(super) fn create_key(
         }
         _ => {}
     }
-    let mut xks_store = None;
-    if origin.is_custom_key_store() {
-        if multi_region {
-            return Err(KmsError::client(
-                "UnsupportedOperationException",
-                "You cannot create a multi-Region key in a custom key store.",
+    if !origin.is_custom_key_store() {
+        if input.custom_key_store_id.is_some() {
+            return Err(KmsError::validation(
+                "CustomKeyStoreId is valid only when the Origin is AWS_CLOUDHSM or EXTERNAL_KEY_STORE.",
             ));
         }
-        if spec != KeySpec::SymmetricDefault {
-            return Err(KmsError::client(
-                "UnsupportedOperationException",
-                format!(
-                    "KeySpec {} is not supported in a custom key store; only SYMMETRIC_DEFAULT is.",
-                    spec.as_str()
-                ),
-            ));
-        }
-        let Some(store_id) = &input.custom_key_store_id else {
-            return Err(KmsError::validation(format!(
-                "CustomKeyStoreId is required when the Origin is {}.",
-                origin.as_str()
-            )));
-        };
-        let store = kms
-            .storage
-            .get_custom_key_store(&caller.account_id, &caller.region, store_id)
-            .map_err(storage_error)?
-            .ok_or_else(|| {
-                KmsError::client(
-                    "CustomKeyStoreNotFoundException",
-                    format!("Custom key store {store_id} is not found."),
-                )
-            })?;
-        if origin == Origin::AwsCloudhsm {
-            // Only external key stores can exist here (no CloudHSM clusters).
-            return Err(KmsError::client(
-                "UnsupportedOperationException",
-                format!(
-                    "Origin AWS_CLOUDHSM needs an AWS CloudHSM key store; {store_id} is an external key store."
-                ),
-            ));
-        }
-        if store.connection_state != crate::storage::CONNECTION_STATE_CONNECTED {
-            return Err(KmsError::client(
-                "CustomKeyStoreInvalidStateException",
-                format!(
-                    "Custom key store {store_id} is not connected (ConnectionState {}).",
-                    store.connection_state
-                ),
-            ));
-        }
-        xks_store = Some(store);
-    } else if input.custom_key_store_id.is_some() {
-        return Err(KmsError::validation(
-            "CustomKeyStoreId is valid only when the Origin is AWS_CLOUDHSM or EXTERNAL_KEY_STORE.",
+        return Ok((origin, None));
+    }
+    if input.multi_region.unwrap_or(false) {
+        return Err(KmsError::client(
+            "UnsupportedOperationException",
+            "You cannot create a multi-Region key in a custom key store.",
         ));
     }
-    tag_rules(&tags, 0)?;
-    let policy_text = match &input.policy {
+    if spec != KeySpec::SymmetricDefault {
+        return Err(KmsError::client(
+            "UnsupportedOperationException",
+            format!(
+                "KeySpec {} is not supported in a custom key store; only SYMMETRIC_DEFAULT is.",
+                spec.as_str()
+            ),
+        ));
+    }
+    let Some(store_id) = &input.custom_key_store_id else {
+        return Err(KmsError::validation(format!(
+            "CustomKeyStoreId is required when the Origin is {}.",
+            origin.as_str()
+        )));
+    };
+    let store = kms
+        .storage
+        .get_custom_key_store(&caller.account_id, &caller.region, store_id)
+        .map_err(storage_error)?
+        .ok_or_else(|| {
+            KmsError::client(
+                "CustomKeyStoreNotFoundException",
+                format!("Custom key store {store_id} is not found."),
+            )
+        })?;
+    if origin == Origin::AwsCloudhsm {
+        // Only external key stores can exist here (no CloudHSM clusters).
+        return Err(KmsError::client(
+            "UnsupportedOperationException",
+            format!(
+                "Origin AWS_CLOUDHSM needs an AWS CloudHSM key store; {store_id} is an external key store."
+            ),
+        ));
+    }
+    if store.connection_state != ConnectionState::Connected {
+        return Err(KmsError::client(
+            "CustomKeyStoreInvalidStateException",
+            format!(
+                "Custom key store {store_id} is not connected (ConnectionState {}).",
+                store.connection_state
+            ),
+        ));
+    }
+    Ok((origin, Some(store)))
+}
+
+/// The key policy: the caller's, validated, or the default one.
+fn create_key_policy(
+    kms: &Kms,
+    caller: &Caller,
+    input: &CreateKeyInput,
+) -> Result<String, KmsError> {
+    match &input.policy {
         Some(p) => {
             check_policy(
                 kms,
@@ -300,77 +359,89 @@ pub(super) fn create_key(
                 p,
                 input.bypass_policy_lockout_safety_check.unwrap_or(false),
             )?;
-            p.clone()
+            Ok(p.clone())
         }
-        None => policy::default_policy(caller.partition, &caller.account_id),
-    };
-
-    // The external key must exist and meet KMS's requirements (asked of the proxy).
-    if let Some(store) = &xks_store {
-        check_external_key(
-            kms,
-            caller,
-            store,
-            input.xks_key_id.as_deref().unwrap_or_default(),
-        )?;
+        None => Ok(policy::default_policy(caller.partition, &caller.account_id)),
     }
+}
 
-    // 3. Key material, sealed, and the record: nothing is stored before this point.
-    let key_id = model::new_key_id(multi_region);
-    let arn = model::key_arn(
+/// What CreateKey decided about a new key, before it has an id.
+struct NewKey {
+    spec: KeySpec,
+    usage: KeyUsage,
+    origin: Origin,
+    xks_store: Option<CustomKeyStoreRecord>,
+    policy: String,
+    tags: Vec<(String, String)>,
+}
+
+/// The new key's record: a fresh id, and key material generated and sealed (none for
+/// `EXTERNAL`, which waits for an import).
+fn build_record(
+    kms: &Kms,
+    caller: &Caller,
+    input: CreateKeyInput,
+    new: NewKey,
+) -> Result<KeyRecord, KmsError> {
+    let multi_region = input.multi_region.unwrap_or(false);
+    let key_id = catalogue::new_key_id(multi_region);
+    let arn = catalogue::key_arn(
         caller.partition,
         &caller.region,
         &caller.account_id,
         &key_id,
     );
-    let (state, sealed, material_id) = if origin == Origin::External {
+    let (state, sealed, material_id) = if new.origin == Origin::External {
         (KeyState::PendingImport, None, None)
     } else {
         let material =
-            crate::material::generate(spec).map_err(|e| KmsError::internal(e.to_string()))?;
-        let sealed = crate::crypto::seal_material(&kms.root, &arn, material.secret())?;
-        let material_id = (spec.is_symmetric_encryption() && origin == Origin::AwsKms)
+            crate::material::generate(new.spec).map_err(|e| KmsError::internal(e.to_string()))?;
+        let sealed = crate::sealing::seal_material(&kms.root, &arn, material.secret())?;
+        let material_id = (new.spec.is_symmetric_encryption() && new.origin == Origin::AwsKms)
             .then(|| material_id(&arn, 1));
         (KeyState::Enabled, Some(sealed), material_id)
     };
-    let record = KeyRecord {
+    Ok(KeyRecord {
         account_id: caller.account_id.clone(),
         region: caller.region.clone(),
         key_id,
         arn,
         creation_date_ms: kms.clock.now_ms(),
         description: input.description.unwrap_or_default(),
-        key_spec: spec.as_str().to_owned(),
-        key_usage: usage.as_str().to_owned(),
-        origin: origin.as_str().to_owned(),
-        key_state: state.as_str().to_owned(),
+        key_spec: new.spec.as_str().to_owned(),
+        key_usage: new.usage.as_str().to_owned(),
+        origin: new.origin.as_str().to_owned(),
+        key_state: state,
         deletion_date_ms: None,
         pending_window_days: None,
         multi_region,
-        custom_key_store_id: xks_store.as_ref().map(|s| s.id.clone()),
-        xks_key_id: xks_store.as_ref().and(input.xks_key_id.clone()),
-        policy: policy_text,
+        custom_key_store_id: new.xks_store.as_ref().map(|s| s.id.clone()),
+        xks_key_id: new.xks_store.as_ref().and(input.xks_key_id),
+        policy: new.policy,
         sealed_material: sealed,
         material_id,
-        tags,
-    };
+        tags: new.tags,
+    })
+}
+
+/// Stores the new key, mapping the quota and a store deleted meanwhile to AWS's errors.
+fn store_record(kms: &Kms, caller: &Caller, record: &KeyRecord) -> Result<(), KmsError> {
     kms.storage
-        .create_key(&record, kms.max_keys)
+        .create_key(record, kms.max_keys)
         .map_err(|e| match e {
-            crate::storage::StorageError::LimitExceeded(_) => KmsError::client(
+            StorageError::LimitExceeded(_) => KmsError::client(
                 "LimitExceededException",
                 format!(
                     "The request was rejected because the number of KMS keys in account {} and Region {} would exceed the quota of {}.",
                     caller.account_id, caller.region, kms.max_keys
                 ),
             ),
-                        crate::storage::StorageError::NotFound => KmsError::client(
+            StorageError::NotFound => KmsError::client(
                 "CustomKeyStoreNotFoundException",
                 "The custom key store was deleted while the key was being created.",
             ),
             other => storage_error(other),
-        })?;
-    Ok(json!({ "KeyMetadata": metadata(&record) }))
+        })
 }
 
 /// Asks the proxy for the external key's metadata (kmsOperation `CreateKey`) and applies
@@ -378,7 +449,7 @@ pub(super) fn create_key(
 fn check_external_key(
     kms: &Kms,
     caller: &Caller,
-    store: &crate::storage::CustomKeyStoreRecord,
+    store: &CustomKeyStoreRecord,
     xks_key_id: &str,
 ) -> Result<(), KmsError> {
     let secret = crate::ops::target_secret(kms, store)?;
@@ -431,19 +502,18 @@ fn material_id(arn: &str, version: u32) -> String {
 
 /// A stored key's `KeyMetadata`.
 pub(super) fn metadata(k: &KeyRecord) -> Value {
-    let state = KeyState::parse(&k.key_state).unwrap_or(KeyState::Disabled);
     KeyMetadataView {
         account_id: &k.account_id,
         region: &k.region,
         key_id: &k.key_id,
         arn: &k.arn,
-        creation_date: model::epoch_seconds_from_millis(k.creation_date_ms),
-        state,
+        creation_date: catalogue::epoch_seconds_from_millis(k.creation_date_ms),
+        state: k.key_state,
         description: &k.description,
         key_usage: KeyUsage::parse(&k.key_usage).unwrap_or(KeyUsage::EncryptDecrypt),
         key_spec: KeySpec::parse(&k.key_spec).unwrap_or(KeySpec::SymmetricDefault),
         origin: Origin::parse(&k.origin).unwrap_or(Origin::AwsKms),
-        deletion_date: k.deletion_date_ms.map(model::epoch_seconds_from_millis),
+        deletion_date: k.deletion_date_ms.map(catalogue::epoch_seconds_from_millis),
         pending_deletion_window_days: k.pending_window_days,
         custom_key_store_id: k.custom_key_store_id.as_deref(),
         cloud_hsm_cluster_id: None,
@@ -506,7 +576,7 @@ pub(super) fn list_keys(kms: &Kms, caller: &Caller, input: ListInput) -> Result<
             limit,
         )
         .map_err(|e| match e {
-            crate::storage::StorageError::NotFound => {
+            StorageError::NotFound => {
                 KmsError::client("InvalidMarkerException", "The marker is not valid.")
             }
             other => storage_error(other),
@@ -530,17 +600,6 @@ pub(super) struct UpdateDescriptionInput {
     description: Option<String>,
 }
 
-/// The key must not be pending deletion for management changes.
-fn require_not_pending_deletion(key: &KeyRecord) -> Result<(), KmsError> {
-    if key.key_state == KEY_STATE_PENDING_DELETION {
-        return Err(KmsError::invalid_state(format!(
-            "{} is pending deletion.",
-            key.arn
-        )));
-    }
-    Ok(())
-}
-
 pub(super) fn update_key_description(
     kms: &Kms,
     caller: &Caller,
@@ -553,10 +612,14 @@ pub(super) fn update_key_description(
     }
     let key_id = required_key_id(input.key_id.as_deref());
     v.finish()?;
-    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
-    require_not_pending_deletion(&key)?;
-    key.description = input.description.unwrap_or_default();
-    kms.storage.update_key(&key).map_err(storage_error)?;
+    let description = input.description.unwrap_or_default();
+    kms.change_key(caller, key_id?, Operation::UpdateKeyDescription, |key| {
+        raced(
+            kms.storage
+                .set_key_description(key.address(), &[key.key_state], &description),
+        )
+        .map_err(storage_error)
+    })?;
     Ok(json!({}))
 }
 
@@ -567,36 +630,18 @@ pub(super) fn set_enabled(
     enable: bool,
 ) -> Result<Value, KmsError> {
     let key_id = required_key_id(input.key_id.as_deref())?;
-    let mut key = kms.find_key(caller, key_id, KeyRef::KeyOnly)?;
-    match KeyState::parse(&key.key_state) {
-        Some(KeyState::Enabled | KeyState::Disabled) => {}
-        Some(KeyState::PendingDeletion) => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is pending deletion.",
-                key.arn
-            )));
-        }
-        Some(KeyState::PendingImport) => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is pending import.",
-                key.arn
-            )));
-        }
-        _ => {
-            return Err(KmsError::invalid_state(format!(
-                "{} is {}.",
-                key.arn, key.key_state
-            )));
-        }
-    }
-    key.key_state = if enable {
-        KeyState::Enabled
+    let (op, to) = if enable {
+        (Operation::EnableKey, KeyState::Enabled)
     } else {
-        KeyState::Disabled
-    }
-    .as_str()
-    .to_owned();
-    kms.storage.update_key(&key).map_err(storage_error)?;
+        (Operation::DisableKey, KeyState::Disabled)
+    };
+    kms.change_key(caller, key_id, op, |key| {
+        raced(
+            kms.storage
+                .transition_key_state(key.address(), &[key.key_state], to, None),
+        )
+        .map_err(storage_error)
+    })?;
     Ok(json!({}))
 }
 
@@ -624,17 +669,23 @@ pub(super) fn schedule_key_deletion(
             "PendingWindowInDays must be between 7 and 30 days.",
         ));
     }
-    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
-    require_not_pending_deletion(&key)?;
-    let deletion = kms.clock.now_ms() + days * 86_400_000;
-    key.key_state = KEY_STATE_PENDING_DELETION.to_owned();
-    key.deletion_date_ms = Some(deletion);
-    key.pending_window_days = u32::try_from(days).ok();
-    kms.storage.update_key(&key).map_err(storage_error)?;
+    let deletion = ScheduledDeletion {
+        date_ms: kms.clock.now_ms() + days * 86_400_000,
+        window_days: u32::try_from(days).unwrap_or(30),
+    };
+    let (key, ()) = kms.change_key(caller, key_id?, Operation::ScheduleKeyDeletion, |key| {
+        raced(kms.storage.transition_key_state(
+            key.address(),
+            &[key.key_state],
+            KeyState::PendingDeletion,
+            Some(deletion),
+        ))
+        .map_err(storage_error)
+    })?;
     Ok(json!({
         "KeyId": key.arn,
-        "DeletionDate": model::epoch_seconds_from_millis(deletion),
-        "KeyState": KEY_STATE_PENDING_DELETION,
+        "DeletionDate": catalogue::epoch_seconds_from_millis(deletion.date_ms),
+        "KeyState": KeyState::PendingDeletion.as_str(),
         "PendingWindowInDays": days,
     }))
 }
@@ -645,23 +696,19 @@ pub(super) fn cancel_key_deletion(
     input: KeyIdInput,
 ) -> Result<Value, KmsError> {
     let key_id = required_key_id(input.key_id.as_deref())?;
-    let mut key = kms.find_key(caller, key_id, KeyRef::KeyOnly)?;
-    if key.key_state != KEY_STATE_PENDING_DELETION {
-        return Err(KmsError::invalid_state(format!(
-            "{} is not pending deletion (current KeyState: {}).",
-            key.arn, key.key_state
-        )));
-    }
-    // AWS puts a key whose deletion is cancelled into Disabled.
-    key.key_state = if key.sealed_material.is_some() || key.origin != Origin::External.as_str() {
-        KeyState::Disabled
-    } else {
-        KeyState::PendingImport
-    }
-    .as_str()
-    .to_owned();
-    key.deletion_date_ms = None;
-    key.pending_window_days = None;
-    kms.storage.update_key(&key).map_err(storage_error)?;
+    let (key, ()) = kms.change_key(caller, key_id, Operation::CancelKeyDeletion, |key| {
+        // AWS puts a key whose deletion is cancelled into Disabled (an imported key without
+        // material back into PendingImport).
+        let to = if key.sealed_material.is_some() || key.origin != Origin::External.as_str() {
+            KeyState::Disabled
+        } else {
+            KeyState::PendingImport
+        };
+        raced(
+            kms.storage
+                .transition_key_state(key.address(), &[key.key_state], to, None),
+        )
+        .map_err(storage_error)
+    })?;
     Ok(json!({"KeyId": key.arn}))
 }

@@ -6,9 +6,7 @@ mod custom_key_stores;
 mod keys;
 mod tags_policies;
 
-pub use custom_key_stores::{
-    MAX_CUSTOM_KEY_STORES, health_check, state as connection_state, target_secret,
-};
+pub use custom_key_stores::{MAX_CUSTOM_KEY_STORES, health_check, target_secret};
 
 use serde_json::Value;
 

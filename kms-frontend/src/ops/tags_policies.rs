@@ -6,9 +6,13 @@ use serde_json::{Value, json};
 use super::keys::{WireTag, check_policy, check_tags, required_key_id, tag_rules};
 use super::paging;
 use crate::auth::Caller;
+use crate::key_state::Operation;
 use crate::protocol::{KmsError, Violations, latin1_text};
-use crate::service::{KeyRef, Kms, storage_error};
-use crate::storage::KEY_STATE_PENDING_DELETION;
+use crate::service::{KeyRef, Kms, raced, storage_error};
+use crate::storage::StorageError;
+
+/// The most tags a key may have (AWS's quota).
+const MAX_TAGS: usize = 50;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -25,28 +29,26 @@ pub(super) fn tag_resource(kms: &Kms, caller: &Caller, input: TagInput) -> Resul
     let tags = check_tags(&mut v, input.tags.as_deref().unwrap_or_default());
     let key_id = required_key_id(input.key_id.as_deref());
     v.finish()?;
-    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
-    if key.key_state == KEY_STATE_PENDING_DELETION {
-        return Err(KmsError::invalid_state(format!(
-            "{} is pending deletion.",
-            key.arn
-        )));
-    }
-    let new_keys: std::collections::HashSet<&str> = tags.iter().map(|(k, _)| k.as_str()).collect();
-    let kept = key
-        .tags
-        .iter()
-        .filter(|(k, _)| !new_keys.contains(k.as_str()))
-        .count();
-    tag_rules(&tags, kept)?;
-    // A tag key that exists gets the new value; new keys are added.
-    for (k, val) in tags {
-        match key.tags.iter_mut().find(|(existing, _)| *existing == k) {
-            Some(slot) => slot.1 = val,
-            None => key.tags.push((k, val)),
-        }
-    }
-    kms.storage.update_key(&key).map_err(storage_error)?;
+    kms.change_key(caller, key_id?, Operation::TagResource, |key| {
+        let new_keys: std::collections::HashSet<&str> =
+            tags.iter().map(|(k, _)| k.as_str()).collect();
+        let kept = key
+            .tags
+            .iter()
+            .filter(|(k, _)| !new_keys.contains(k.as_str()))
+            .count();
+        tag_rules(&tags, kept)?;
+        // A tag key that exists gets the new value; new keys are added. The storage checks
+        // the count again, atomically with the write, against concurrent TagResources.
+        raced(
+            kms.storage
+                .tag_key(key.address(), &[key.key_state], &tags, MAX_TAGS),
+        )
+        .map_err(|e| match e {
+            StorageError::LimitExceeded(_) => KmsError::client("TagException", "Too many tags"),
+            other => storage_error(other),
+        })
+    })?;
     Ok(json!({}))
 }
 
@@ -73,16 +75,14 @@ pub(super) fn untag_resource(
     }
     let key_id = required_key_id(input.key_id.as_deref());
     v.finish()?;
-    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
-    if key.key_state == KEY_STATE_PENDING_DELETION {
-        return Err(KmsError::invalid_state(format!(
-            "{} is pending deletion.",
-            key.arn
-        )));
-    }
     let remove = input.tag_keys.unwrap_or_default();
-    key.tags.retain(|(k, _)| !remove.contains(k));
-    kms.storage.update_key(&key).map_err(storage_error)?;
+    kms.change_key(caller, key_id?, Operation::UntagResource, |key| {
+        raced(
+            kms.storage
+                .untag_key(key.address(), &[key.key_state], &remove),
+        )
+        .map_err(storage_error)
+    })?;
     Ok(json!({}))
 }
 
@@ -185,22 +185,16 @@ pub(super) fn put_key_policy(
     let name = policy_name(&mut v, input.policy_name.as_deref());
     v.finish()?;
     name?;
-    let mut key = kms.find_key(caller, key_id?, KeyRef::KeyOnly)?;
-    if key.key_state == KEY_STATE_PENDING_DELETION {
-        return Err(KmsError::invalid_state(format!(
-            "{} is pending deletion.",
-            key.arn
-        )));
-    }
     let policy = input.policy.unwrap_or_default();
-    check_policy(
-        kms,
-        caller,
-        &policy,
-        input.bypass_policy_lockout_safety_check.unwrap_or(false),
-    )?;
-    key.policy = policy;
-    kms.storage.update_key(&key).map_err(storage_error)?;
+    let bypass = input.bypass_policy_lockout_safety_check.unwrap_or(false);
+    kms.change_key(caller, key_id?, Operation::PutKeyPolicy, |key| {
+        check_policy(kms, caller, &policy, bypass)?;
+        raced(
+            kms.storage
+                .set_key_policy(key.address(), &[key.key_state], &policy),
+        )
+        .map_err(storage_error)
+    })?;
     Ok(json!({}))
 }
 

@@ -32,28 +32,36 @@ pub use sqlite::SqliteStorage;
 #[cfg(test)]
 mod tests;
 
-/// The key state string ([`KeyRecord::key_state`]) of a key scheduled for deletion, as KMS
-/// spells it. [`Storage::keys_due_for_deletion`] looks for this value.
-pub const KEY_STATE_PENDING_DELETION: &str = "PendingDeletion";
+pub use crate::catalogue::{ConnectionState, KeyState};
 
-/// The connection states of a custom key store ([`CustomKeyStoreRecord::connection_state`]),
-/// as KMS spells them. [`Storage::connected_custom_key_stores`] looks for
-/// [`CONNECTION_STATE_CONNECTED`].
-pub const CONNECTION_STATE_DISCONNECTED: &str = "DISCONNECTED";
-/// See [`CONNECTION_STATE_DISCONNECTED`].
-pub const CONNECTION_STATE_CONNECTING: &str = "CONNECTING";
-/// See [`CONNECTION_STATE_DISCONNECTED`].
-pub const CONNECTION_STATE_CONNECTED: &str = "CONNECTED";
-/// See [`CONNECTION_STATE_DISCONNECTED`].
-pub const CONNECTION_STATE_DISCONNECTING: &str = "DISCONNECTING";
-/// See [`CONNECTION_STATE_DISCONNECTED`].
-pub const CONNECTION_STATE_FAILED: &str = "FAILED";
+/// Where a key lives: its account, Region and key id (the primary key every backend uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAddress<'a> {
+    /// The owning AWS account id.
+    pub account_id: &'a str,
+    /// The AWS region.
+    pub region: &'a str,
+    /// The key id.
+    pub key_id: &'a str,
+}
+
+/// The deletion date and waiting period of a key scheduled for deletion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledDeletion {
+    /// When the key is due to be deleted, milliseconds since the Unix epoch.
+    pub date_ms: i64,
+    /// The waiting period, in days.
+    pub window_days: u32,
+}
 
 /// A KMS key as stored: its metadata, its sealed key material (if any) and its tags.
 ///
-/// The immutable fields (everything but `description`, `key_state`, `deletion_date_ms`,
-/// `pending_window_days`, `policy`, `sealed_material`, `material_id` and `tags`) are written
-/// by [`Storage::create_key`] only.
+/// Everything is written by [`Storage::create_key`]; afterwards each mutable part has its own
+/// narrow, conditional write ([`Storage::transition_key_state`] for the state and deletion
+/// date, [`Storage::set_key_description`], [`Storage::set_key_policy`],
+/// [`Storage::tag_key`] and [`Storage::untag_key`]), so concurrent changes to different
+/// parts of one key never undo each other, and every change applies only if the key is
+/// still in the state the caller decided it from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     /// The owning AWS account id.
@@ -74,8 +82,9 @@ pub struct KeyRecord {
     pub key_usage: String,
     /// The origin (`AWS_KMS`, `EXTERNAL`, `EXTERNAL_KEY_STORE`, …).
     pub origin: String,
-    /// The key state (`Enabled`, `Disabled`, [`KEY_STATE_PENDING_DELETION`], …).
-    pub key_state: String,
+    /// The key state as stored (never `Unavailable`: that is derived from the custom key
+    /// store's connection state).
+    pub key_state: KeyState,
     /// When a key in `PendingDeletion` is due to be deleted, milliseconds since the Unix epoch.
     pub deletion_date_ms: Option<i64>,
     /// The waiting period, in days, of a key in `PendingDeletion`.
@@ -127,6 +136,17 @@ impl fmt::Debug for KeyRecord {
             .field("material_id", &self.material_id)
             .field("tags", &self.tags)
             .finish()
+    }
+}
+
+impl KeyRecord {
+    /// The key's [`KeyAddress`].
+    pub fn address(&self) -> KeyAddress<'_> {
+        KeyAddress {
+            account_id: &self.account_id,
+            region: &self.region,
+            key_id: &self.key_id,
+        }
     }
 }
 
@@ -183,8 +203,8 @@ pub struct CustomKeyStoreRecord {
     /// The proxy credential's secret access key, sealed by the caller; opaque here and never
     /// printed.
     pub sealed_secret: Vec<u8>,
-    /// The connection state ([`CONNECTION_STATE_DISCONNECTED`], …).
-    pub connection_state: String,
+    /// The connection state.
+    pub connection_state: ConnectionState,
     /// The connection error code of a `FAILED` store.
     pub connection_error_code: Option<String>,
     /// Creation time, milliseconds since the Unix epoch.
@@ -246,6 +266,19 @@ pub enum StorageError {
     /// `"connection state changed"` for an update based on a stale connection state).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A conditional key write found the key in a state other than the ones it was
+    /// decided from: nothing changed; the caller reads the key again and decides again.
+    #[error("the key state changed")]
+    StateChanged,
+    /// A stored value is not one this program knows (e.g. a key state written by a newer
+    /// version, or a damaged database).
+    #[error("unknown {column} value {value:?} in the database")]
+    UnknownValue {
+        /// The column.
+        column: &'static str,
+        /// The value found.
+        value: String,
+    },
     /// The database failed (I/O, corruption, a newer schema, contention past the timeouts…).
     #[error("storage backend error: {0}")]
     Backend(String),
@@ -284,11 +317,57 @@ pub trait Storage: Send + Sync + fmt::Debug {
         key_id: &str,
     ) -> Result<Option<KeyRecord>, StorageError>;
 
-    /// Replaces a key's mutable fields (`description`, `key_state`, `deletion_date_ms`,
-    /// `pending_window_days`, `policy`, `sealed_material`, `material_id`, `tags`); the other
-    /// fields of `key` are ignored. [`StorageError::NotFound`] if the key does not exist,
-    /// [`StorageError::Conflict`] if a tag key repeats (nothing is changed then).
-    fn update_key(&self, key: &KeyRecord) -> Result<(), StorageError>;
+    /// Sets the key's state to `to`, and its deletion date and waiting period to
+    /// `deletion` (`None` clears them), only if its current state is one of `from`.
+    /// [`StorageError::StateChanged`] (nothing changed) otherwise, [`StorageError::NotFound`]
+    /// if the key does not exist.
+    fn transition_key_state(
+        &self,
+        key: KeyAddress<'_>,
+        from: &[KeyState],
+        to: KeyState,
+        deletion: Option<ScheduledDeletion>,
+    ) -> Result<(), StorageError>;
+
+    /// Sets the key's description only if its state is one of `from`; errors as for
+    /// [`Storage::transition_key_state`].
+    fn set_key_description(
+        &self,
+        key: KeyAddress<'_>,
+        from: &[KeyState],
+        description: &str,
+    ) -> Result<(), StorageError>;
+
+    /// Sets the key's policy only if its state is one of `from`; errors as for
+    /// [`Storage::transition_key_state`].
+    fn set_key_policy(
+        &self,
+        key: KeyAddress<'_>,
+        from: &[KeyState],
+        policy: &str,
+    ) -> Result<(), StorageError>;
+
+    /// Adds `tags` to the key (a tag key it has gets the new value and keeps its place; new
+    /// ones follow the existing tags, in order) only if its state is one of `from`.
+    /// Atomically: [`StorageError::Conflict`] if a tag key repeats in `tags`,
+    /// [`StorageError::LimitExceeded`] if the key would have more than `max_tags` tags;
+    /// otherwise errors as for [`Storage::transition_key_state`]. Nothing changes on error.
+    fn tag_key(
+        &self,
+        key: KeyAddress<'_>,
+        from: &[KeyState],
+        tags: &[(String, String)],
+        max_tags: usize,
+    ) -> Result<(), StorageError>;
+
+    /// Removes the tags named by `tag_keys` (absent ones are ignored) only if the key's
+    /// state is one of `from`; errors as for [`Storage::transition_key_state`].
+    fn untag_key(
+        &self,
+        key: KeyAddress<'_>,
+        from: &[KeyState],
+        tag_keys: &[String],
+    ) -> Result<(), StorageError>;
 
     /// Deletes a key, its aliases and its tags (the key's `xks_key_id` becomes free again).
     /// [`StorageError::NotFound`] if the key does not exist.
@@ -346,7 +425,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> Result<Page<AliasRecord>, StorageError>;
 
-    /// Keys in [`KEY_STATE_PENDING_DELETION`] whose `deletion_date_ms <= now_ms`, across all
+    /// Keys in [`KeyState::PendingDeletion`] whose `deletion_date_ms <= now_ms`, across all
     /// accounts and regions, as (account, region, key id), earliest deletion date first.
     fn keys_due_for_deletion(
         &self,
@@ -404,8 +483,8 @@ pub trait Storage: Send + Sync + fmt::Debug {
         account_id: &str,
         region: &str,
         id: &str,
-        from: &[&str],
-        state: &str,
+        from: &[ConnectionState],
+        state: ConnectionState,
         error_code: Option<&str>,
     ) -> Result<bool, StorageError>;
 
@@ -434,7 +513,7 @@ pub trait Storage: Send + Sync + fmt::Debug {
         limit: usize,
     ) -> Result<Page<CustomKeyStoreRecord>, StorageError>;
 
-    /// Every custom key store in [`CONNECTION_STATE_CONNECTED`], across all accounts and
+    /// Every custom key store in [`ConnectionState::Connected`], across all accounts and
     /// regions (for periodic health checks), ordered by account, region, creation date and id.
     fn connected_custom_key_stores(&self) -> Result<Vec<CustomKeyStoreRecord>, StorageError>;
 

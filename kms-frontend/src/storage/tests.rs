@@ -4,11 +4,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::thread;
 
-use super::{AliasRecord, KEY_STATE_PENDING_DELETION, KeyRecord, SqliteStorage, Storage};
-use super::{
-    CONNECTION_STATE_CONNECTED, CONNECTION_STATE_CONNECTING, CONNECTION_STATE_DISCONNECTED,
-    CONNECTION_STATE_DISCONNECTING, CONNECTION_STATE_FAILED, CustomKeyStoreRecord,
-};
+use super::{AliasRecord, KeyRecord, KeyState, ScheduledDeletion, SqliteStorage, Storage};
+use super::{ConnectionState, CustomKeyStoreRecord};
 use super::{
     StorageError,
     sqlite::{SCHEMA_V1, SCHEMA_VERSION},
@@ -38,7 +35,7 @@ fn key(account: &str, region: &str, key_id: &str) -> KeyRecord {
         key_spec: "SYMMETRIC_DEFAULT".to_owned(),
         key_usage: "ENCRYPT_DECRYPT".to_owned(),
         origin: "AWS_KMS".to_owned(),
-        key_state: "Enabled".to_owned(),
+        key_state: KeyState::Enabled,
         deletion_date_ms: None,
         pending_window_days: None,
         multi_region: false,
@@ -82,7 +79,7 @@ fn store(account: &str, region: &str, id: &str) -> CustomKeyStoreRecord {
         vpc_endpoint_service_owner: None,
         access_key_id: "ABCDEFGHIJKLMNOPQRST".to_owned(),
         sealed_secret: vec![0x5A; 48],
-        connection_state: CONNECTION_STATE_DISCONNECTED.to_owned(),
+        connection_state: ConnectionState::Disconnected,
         connection_error_code: None,
         creation_date_ms: 1_700_000_000_000,
     }
@@ -104,6 +101,20 @@ fn add_stores(s: &SqliteStorage, ids: &[&str]) {
         s.create_custom_key_store(&store(ACCT, REGION, id), 100)
             .unwrap();
     }
+}
+
+/// Schedules the deletion of a key that is `Enabled`, as ScheduleKeyDeletion does.
+fn schedule_deletion(s: &SqliteStorage, k: &KeyRecord, date_ms: i64, window_days: u32) {
+    s.transition_key_state(
+        k.address(),
+        &[KeyState::Enabled],
+        KeyState::PendingDeletion,
+        Some(ScheduledDeletion {
+            date_ms,
+            window_days,
+        }),
+    )
+    .unwrap();
 }
 
 fn exists(what: &str) -> Result<(), StorageError> {
@@ -133,34 +144,71 @@ fn key_crud_round_trip() {
     assert_eq!(s.get_key(ACCT, "us-east-1", "k1").unwrap(), None);
     assert_eq!(s.get_key("444455556666", REGION, "k1").unwrap(), None);
 
-    // Every mutable field changes; immutable ones are ignored.
-    let mut u = k;
+    // Every mutable field changes through its own write; the others stay.
+    let mut u = k.clone();
+    let at = k.address();
+    let enabled = &[KeyState::Enabled][..];
+    s.set_key_description(at, enabled, "changed").unwrap();
     u.description = "changed".to_owned();
-    u.key_state = KEY_STATE_PENDING_DELETION.to_owned();
+    s.set_key_policy(at, enabled, "{}").unwrap();
+    u.policy = "{}".to_owned();
+    // Tags: an existing key keeps its place with the new value, new ones follow in order.
+    s.tag_key(
+        at,
+        enabled,
+        &[
+            ("b".to_owned(), "x".to_owned()),
+            ("alpha".to_owned(), "y".to_owned()),
+        ],
+        50,
+    )
+    .unwrap();
+    u.tags = vec![
+        ("zeta".to_owned(), "1".to_owned()),
+        ("alpha".to_owned(), "y".to_owned()),
+        ("mid".to_owned(), String::new()),
+        ("b".to_owned(), "x".to_owned()),
+    ];
+    assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(u.clone()));
+    s.untag_key(
+        at,
+        enabled,
+        &["zeta".to_owned(), "mid".to_owned(), "absent".to_owned()],
+    )
+    .unwrap();
+    u.tags = vec![
+        ("alpha".to_owned(), "y".to_owned()),
+        ("b".to_owned(), "x".to_owned()),
+    ];
+    s.transition_key_state(
+        at,
+        enabled,
+        KeyState::PendingDeletion,
+        Some(ScheduledDeletion {
+            date_ms: 1_700_100_000_000,
+            window_days: 7,
+        }),
+    )
+    .unwrap();
+    u.key_state = KeyState::PendingDeletion;
     u.deletion_date_ms = Some(1_700_100_000_000);
     u.pending_window_days = Some(7);
-    u.policy = "{}".to_owned();
-    u.sealed_material = Some(vec![1, 2, 3]);
-    u.material_id = Some("m-2".to_owned());
-    u.tags = vec![
-        ("b".to_owned(), "x".to_owned()),
-        ("a".to_owned(), "y".to_owned()),
-    ];
-    let mut attempted = u.clone();
-    attempted.key_spec = "RSA_2048".to_owned();
-    attempted.arn = "arn:other".to_owned();
-    attempted.multi_region = true;
-    attempted.creation_date_ms = 5;
-    s.update_key(&attempted).unwrap();
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(u.clone()));
 
-    // Back to no material and no tags.
-    u.sealed_material = None;
-    u.material_id = None;
+    // Back to no deletion date and no tags.
+    let pending = &[KeyState::PendingDeletion][..];
+    s.transition_key_state(at, pending, KeyState::Disabled, None)
+        .unwrap();
+    u.key_state = KeyState::Disabled;
     u.deletion_date_ms = None;
     u.pending_window_days = None;
+    s.untag_key(
+        at,
+        &[KeyState::Disabled],
+        &["alpha".to_owned(), "b".to_owned()],
+    )
+    .unwrap();
     u.tags.clear();
-    s.update_key(&u).unwrap();
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(u.clone()));
 
     s.delete_key(ACCT, REGION, "k1").unwrap();
@@ -169,7 +217,22 @@ fn key_crud_round_trip() {
         s.delete_key(ACCT, REGION, "k1"),
         Err(StorageError::NotFound)
     );
-    assert_eq!(s.update_key(&u), Err(StorageError::NotFound));
+    let gone = u.address();
+    let any = KeyState::ALL;
+    assert_eq!(
+        s.transition_key_state(gone, any, KeyState::Enabled, None),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(
+        s.set_key_description(gone, any, "x"),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(
+        s.set_key_policy(gone, any, "{}"),
+        Err(StorageError::NotFound)
+    );
+    assert_eq!(s.tag_key(gone, any, &[], 50), Err(StorageError::NotFound));
+    assert_eq!(s.untag_key(gone, any, &[]), Err(StorageError::NotFound));
 }
 
 #[test]
@@ -202,13 +265,15 @@ fn duplicate_tag_keys_are_refused_atomically() {
 
     let good = key(ACCT, REGION, "k1");
     s.create_key(&good, 100).unwrap();
-    let mut bad = good.clone();
-    bad.description = "changed".to_owned();
-    bad.tags = vec![
+    let bad = [
+        ("new".to_owned(), "1".to_owned()),
         ("t".to_owned(), "1".to_owned()),
         ("t".to_owned(), "2".to_owned()),
     ];
-    assert!(matches!(s.update_key(&bad), Err(StorageError::Conflict(_))));
+    assert!(matches!(
+        s.tag_key(good.address(), &[KeyState::Enabled], &bad, 50),
+        Err(StorageError::Conflict(_))
+    ));
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(good));
 }
 
@@ -433,10 +498,8 @@ fn create_key_limit_exceeded() {
         Err(StorageError::LimitExceeded(_))
     ));
     // Keys pending deletion count too.
-    let mut pending = s.get_key(ACCT, REGION, "k0").unwrap().unwrap();
-    pending.key_state = KEY_STATE_PENDING_DELETION.to_owned();
-    pending.deletion_date_ms = Some(5);
-    s.update_key(&pending).unwrap();
+    let pending = s.get_key(ACCT, REGION, "k0").unwrap().unwrap();
+    schedule_deletion(&s, &pending, 5, 7);
     assert!(matches!(
         s.create_key(&key(ACCT, REGION, "k3"), 3),
         Err(StorageError::LimitExceeded(_))
@@ -470,11 +533,8 @@ fn xks_key_in_use() {
     s.create_key(&key(ACCT, REGION, "k5"), 100).unwrap();
     s.create_key(&key(ACCT, REGION, "k6"), 100).unwrap();
     // A key pending deletion still holds its external key.
-    let mut k1 = s.get_key(ACCT, REGION, "k1").unwrap().unwrap();
-    k1.key_state = KEY_STATE_PENDING_DELETION.to_owned();
-    k1.deletion_date_ms = Some(1);
-    k1.pending_window_days = Some(7);
-    s.update_key(&k1).unwrap();
+    let k1 = s.get_key(ACCT, REGION, "k1").unwrap().unwrap();
+    schedule_deletion(&s, &k1, 1, 7);
     assert_eq!(
         s.create_key(&xks_key("k7", "cks-1", "ext-1"), 100),
         Err(StorageError::XksKeyInUse)
@@ -492,7 +552,7 @@ fn keys_due_for_deletion_across_accounts_and_regions() {
     let (_dir, path) = db();
     let s = open(&path);
     let pending = |account: &str, region: &str, id: &str, at: i64| KeyRecord {
-        key_state: KEY_STATE_PENDING_DELETION.to_owned(),
+        key_state: KeyState::PendingDeletion,
         deletion_date_ms: Some(at),
         pending_window_days: Some(7),
         ..key(account, region, id)
@@ -845,8 +905,8 @@ fn update_custom_key_store_is_guarded_by_the_connection_state() {
             ACCT,
             REGION,
             "cks-1",
-            &[CONNECTION_STATE_DISCONNECTED],
-            CONNECTION_STATE_CONNECTING,
+            &[ConnectionState::Disconnected],
+            ConnectionState::Connecting,
             None
         )
         .unwrap()
@@ -866,7 +926,7 @@ fn update_custom_key_store_is_guarded_by_the_connection_state() {
         .unwrap()
         .unwrap();
     assert_eq!(now.uri_endpoint, c.uri_endpoint);
-    assert_eq!(now.connection_state, CONNECTION_STATE_CONNECTING);
+    assert_eq!(now.connection_state, ConnectionState::Connecting);
     // Based on the current state, the update applies and keeps the state.
     let fresh = CustomKeyStoreRecord {
         uri_endpoint: "https://moved.example.com".to_owned(),
@@ -1054,8 +1114,8 @@ fn custom_key_store_quota() {
             ACCT,
             REGION,
             "cks-0",
-            &[CONNECTION_STATE_DISCONNECTED],
-            CONNECTION_STATE_FAILED,
+            &[ConnectionState::Disconnected],
+            ConnectionState::Failed,
             Some("INTERNAL_ERROR")
         )
         .unwrap()
@@ -1087,7 +1147,7 @@ fn set_connection_state_is_compare_and_set() {
     let s = open(&path);
     let c = store(ACCT, REGION, "cks-1");
     s.create_custom_key_store(&c, 10).unwrap();
-    let cas = |from: &[&str], to: &str, code: Option<&str>| {
+    let cas = |from: &[ConnectionState], to: ConnectionState, code: Option<&str>| {
         s.set_connection_state(ACCT, REGION, "cks-1", from, to, code)
     };
     let current = || {
@@ -1100,8 +1160,8 @@ fn set_connection_state_is_compare_and_set() {
 
     assert_eq!(
         cas(
-            &[CONNECTION_STATE_DISCONNECTED],
-            CONNECTION_STATE_CONNECTING,
+            &[ConnectionState::Disconnected],
+            ConnectionState::Connecting,
             None
         ),
         Ok(true)
@@ -1109,28 +1169,28 @@ fn set_connection_state_is_compare_and_set() {
     // A second connect finds CONNECTING: no change.
     assert_eq!(
         cas(
-            &[CONNECTION_STATE_DISCONNECTED],
-            CONNECTION_STATE_CONNECTING,
+            &[ConnectionState::Disconnected],
+            ConnectionState::Connecting,
             None
         ),
         Ok(false)
     );
     assert_eq!(
         cas(
-            &[CONNECTION_STATE_CONNECTED, CONNECTION_STATE_DISCONNECTING],
-            CONNECTION_STATE_DISCONNECTED,
+            &[ConnectionState::Connected, ConnectionState::Disconnecting],
+            ConnectionState::Disconnected,
             None
         ),
         Ok(false)
     );
-    assert_eq!(cas(&[], CONNECTION_STATE_CONNECTED, None), Ok(false));
-    assert_eq!(current(), (CONNECTION_STATE_CONNECTING.to_owned(), None));
+    assert_eq!(cas(&[], ConnectionState::Connected, None), Ok(false));
+    assert_eq!(current(), (ConnectionState::Connecting, None));
 
     // The connect fails, with an error code.
     assert_eq!(
         cas(
-            &[CONNECTION_STATE_CONNECTING],
-            CONNECTION_STATE_FAILED,
+            &[ConnectionState::Connecting],
+            ConnectionState::Failed,
             Some("XKS_PROXY_NOT_REACHABLE")
         ),
         Ok(true)
@@ -1138,7 +1198,7 @@ fn set_connection_state_is_compare_and_set() {
     assert_eq!(
         current(),
         (
-            CONNECTION_STATE_FAILED.to_owned(),
+            ConnectionState::Failed,
             Some("XKS_PROXY_NOT_REACHABLE".to_owned())
         )
     );
@@ -1146,11 +1206,11 @@ fn set_connection_state_is_compare_and_set() {
     assert_eq!(
         cas(
             &[
-                CONNECTION_STATE_CONNECTED,
-                CONNECTION_STATE_CONNECTING,
-                CONNECTION_STATE_FAILED
+                ConnectionState::Connected,
+                ConnectionState::Connecting,
+                ConnectionState::Failed
             ],
-            CONNECTION_STATE_DISCONNECTED,
+            ConnectionState::Disconnected,
             None
         ),
         Ok(true)
@@ -1162,9 +1222,9 @@ fn set_connection_state_is_compare_and_set() {
 
     // A missing store (or one of another region) is NotFound, whatever `from` is.
     for (region, id) in [(REGION, "cks-missing"), ("us-east-1", "cks-1")] {
-        for from in [&[][..], &[CONNECTION_STATE_DISCONNECTED][..]] {
+        for from in [&[][..], &[ConnectionState::Disconnected][..]] {
             assert_eq!(
-                s.set_connection_state(ACCT, region, id, from, CONNECTION_STATE_CONNECTING, None),
+                s.set_connection_state(ACCT, region, id, from, ConnectionState::Connecting, None),
                 Err(StorageError::NotFound)
             );
         }
@@ -1223,11 +1283,8 @@ fn delete_custom_key_store_refused_while_keys_exist() {
     assert_eq!(s.delete_custom_key_store(ACCT, REGION, "cks-1"), has_keys);
     // Keys pending deletion still hold the store.
     for id in ["k1", "k2"] {
-        let mut k = s.get_key(ACCT, REGION, id).unwrap().unwrap();
-        k.key_state = KEY_STATE_PENDING_DELETION.to_owned();
-        k.deletion_date_ms = Some(1);
-        k.pending_window_days = Some(7);
-        s.update_key(&k).unwrap();
+        let k = s.get_key(ACCT, REGION, id).unwrap().unwrap();
+        schedule_deletion(&s, &k, 1, 7);
     }
     assert_eq!(
         s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
@@ -1367,15 +1424,15 @@ fn connected_custom_key_stores_across_accounts() {
     for (account, region, id, _) in stores {
         let target = match id {
             "cks-off" => continue,
-            "cks-failed" => CONNECTION_STATE_FAILED,
-            _ => CONNECTION_STATE_CONNECTED,
+            "cks-failed" => ConnectionState::Failed,
+            _ => ConnectionState::Connected,
         };
         assert!(
             s.set_connection_state(
                 account,
                 region,
                 id,
-                &[CONNECTION_STATE_DISCONNECTED],
+                &[ConnectionState::Disconnected],
                 target,
                 None
             )
@@ -1387,7 +1444,7 @@ fn connected_custom_key_stores_across_accounts() {
         .unwrap()
         .into_iter()
         .map(|c| {
-            assert_eq!(c.connection_state, CONNECTION_STATE_CONNECTED);
+            assert_eq!(c.connection_state, ConnectionState::Connected);
             (c.account_id, c.region, c.id)
         })
         .collect();
@@ -1626,8 +1683,8 @@ fn concurrent_connection_state_changes_from_separate_instances() {
                     ACCT,
                     REGION,
                     "cks-1",
-                    &[CONNECTION_STATE_DISCONNECTED],
-                    CONNECTION_STATE_CONNECTING,
+                    &[ConnectionState::Disconnected],
+                    ConnectionState::Connecting,
                     None,
                 )
             })
@@ -1759,4 +1816,125 @@ fn clash_precedence_is_id_name_endpoint_vpc_service() {
     };
     assert_eq!(s.update_custom_key_store(&onto_a), exists("name"));
     s.update_custom_key_store(&a).unwrap();
+}
+
+#[test]
+fn key_writes_apply_only_from_the_states_they_were_decided_from() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let k = key(ACCT, REGION, "k1");
+    s.create_key(&k, 100).unwrap();
+    let at = k.address();
+    // Decided from Disabled, but the key is Enabled: every write is refused, nothing changes.
+    let stale = &[KeyState::Disabled][..];
+    let changed = Err(StorageError::StateChanged);
+    assert_eq!(
+        s.transition_key_state(at, stale, KeyState::Enabled, None),
+        changed
+    );
+    assert_eq!(s.set_key_description(at, stale, "x"), changed);
+    assert_eq!(s.set_key_policy(at, stale, "x"), changed);
+    assert_eq!(
+        s.tag_key(at, stale, &[("n".to_owned(), "v".to_owned())], 50),
+        changed
+    );
+    assert_eq!(s.untag_key(at, stale, &["zeta".to_owned()]), changed);
+    assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(k.clone()));
+    // Any of several states will do.
+    s.transition_key_state(
+        at,
+        &[KeyState::Disabled, KeyState::Enabled],
+        KeyState::Disabled,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        s.get_key(ACCT, REGION, "k1").unwrap().unwrap().key_state,
+        KeyState::Disabled
+    );
+}
+
+#[test]
+fn concurrent_state_transitions_from_one_state_have_one_winner() {
+    let (_dir, path) = db();
+    let s = Arc::new(open(&path));
+    let k = key(ACCT, REGION, "k1");
+    s.create_key(&k, 100).unwrap();
+    for round in 0..20 {
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = [KeyState::Disabled, KeyState::PendingDeletion]
+            .into_iter()
+            .map(|to| {
+                let (s, barrier, k) = (s.clone(), barrier.clone(), k.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    s.transition_key_state(k.address(), &[KeyState::Enabled], to, None)
+                })
+            })
+            .collect();
+        let outcomes: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won: Vec<_> = outcomes.iter().filter(|o| o.is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.contains(&Err(StorageError::StateChanged)),
+            "round {round}: {outcomes:?}"
+        );
+        s.transition_key_state(k.address(), KeyState::ALL, KeyState::Enabled, None)
+            .unwrap();
+    }
+}
+
+#[test]
+fn the_tag_quota_counts_only_new_tag_keys() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let k = key(ACCT, REGION, "k1");
+    s.create_key(&k, 100).unwrap();
+    let enabled = &[KeyState::Enabled][..];
+    // 3 tags exist; overwriting one and adding one makes 4.
+    let four = [
+        ("zeta".to_owned(), "9".to_owned()),
+        ("new".to_owned(), "1".to_owned()),
+    ];
+    assert!(matches!(
+        s.tag_key(k.address(), enabled, &four, 3),
+        Err(StorageError::LimitExceeded(_))
+    ));
+    assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(k.clone()));
+    s.tag_key(k.address(), enabled, &four, 4).unwrap();
+    assert_eq!(
+        s.get_key(ACCT, REGION, "k1").unwrap().unwrap().tags.len(),
+        4
+    );
+}
+
+#[test]
+fn an_unknown_state_in_the_database_is_a_typed_error() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    s.create_key(&key(ACCT, REGION, "k1"), 100).unwrap();
+    s.create_custom_key_store(&store(ACCT, REGION, "cks-1"), 10)
+        .unwrap();
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    raw.execute("UPDATE keys SET key_state = 'Hibernating'", [])
+        .unwrap();
+    raw.execute(
+        "UPDATE custom_key_stores SET connection_state = 'PAUSED'",
+        [],
+    )
+    .unwrap();
+    assert_eq!(
+        s.get_key(ACCT, REGION, "k1"),
+        Err(StorageError::UnknownValue {
+            column: "key_state",
+            value: "Hibernating".to_owned()
+        })
+    );
+    assert_eq!(
+        s.get_custom_key_store(ACCT, REGION, "cks-1"),
+        Err(StorageError::UnknownValue {
+            column: "connection_state",
+            value: "PAUSED".to_owned()
+        })
+    );
 }

@@ -1,5 +1,5 @@
-//! The front end's own cryptography: key material sealed under the root key, and the
-//! ciphertext blob of symmetric encryption with `AWS_KMS` key material.
+//! The ciphertext blob of symmetric encryption with `AWS_KMS` key material, and the inner
+//! AES-GCM layer of double encryption (see `crate::xks`).
 //!
 //! Ciphertext blob v1 (what `Encrypt` returns and `Decrypt` accepts):
 //!
@@ -15,63 +15,15 @@
 //! order in which a caller lists its pairs does not matter.
 
 use aes_gcm::aead::AeadInOut;
-use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
+use aes_gcm::{Nonce, Tag};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 use crate::protocol::KmsError;
+use crate::sealing::cipher;
 
 /// Format byte of a blob made with `AWS_KMS` symmetric key material.
 pub const FORMAT_AWS_KMS_SYMMETRIC: u8 = 0x01;
-
-fn cipher(key: &[u8]) -> Result<Aes256Gcm, KmsError> {
-    Aes256Gcm::new_from_slice(key)
-        .map_err(|_| KmsError::internal("stored key material has the wrong length"))
-}
-
-/// Seals key material under a key derived from the root key; `binding` (the key ARN) is
-/// authenticated so sealed material cannot be moved to another key.
-pub fn seal_material(
-    root: &root_key::RootKey,
-    binding: &str,
-    material: &[u8],
-) -> Result<Vec<u8>, KmsError> {
-    let key = root.derive(b"kms-frontend/key-material-seal/v1");
-    let mut iv = [0u8; 12];
-    getrandom::fill(&mut iv)
-        .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
-    let mut out = iv.to_vec();
-    let mut body = material.to_vec();
-    let tag = cipher(&key[..])?
-        .encrypt_inout_detached(&Nonce::from(iv), binding.as_bytes(), (&mut body[..]).into())
-        .map_err(|_| KmsError::internal("sealing failed"))?;
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&tag);
-    Ok(out)
-}
-
-/// Unseals what [`seal_material`] made.
-pub fn unseal_material(
-    root: &root_key::RootKey,
-    binding: &str,
-    sealed: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    if sealed.len() < 28 {
-        return Err(KmsError::internal("sealed key material is truncated"));
-    }
-    let key = root.derive(b"kms-frontend/key-material-seal/v1");
-    let (iv, rest) = sealed.split_at(12);
-    let (body, tag) = rest.split_at(rest.len() - 16);
-    let mut out = Zeroizing::new(body.to_vec());
-    let nonce = Nonce::try_from(iv).map_err(|_| KmsError::internal("bad nonce"))?;
-    let tag = Tag::try_from(tag).map_err(|_| KmsError::internal("bad tag"))?;
-    cipher(&key[..])?
-        .decrypt_inout_detached(&nonce, binding.as_bytes(), (&mut out[..]).into(), &tag)
-        .map_err(|_| {
-            KmsError::internal("stored key material failed authentication (wrong root key?)")
-        })?;
-    Ok(out)
-}
 
 /// The canonical bytes of an encryption context (order-independent).
 pub fn canonical_context(context: &BTreeMap<String, String>) -> Vec<u8> {
@@ -227,16 +179,5 @@ mod tests {
             assert!(decrypt_blob(&t, &key, &ctx).is_err(), "byte {i}");
         }
         assert!(blob_key_id(b"").is_err() && blob_key_id(&[1, 40, 0]).is_err());
-    }
-
-    #[test]
-    fn sealing_binds_the_key_arn() {
-        let root = root_key::RootKey::generate().expect("rng");
-        let sealed = seal_material(&root, "arn:a", b"material").expect("seal");
-        assert_eq!(
-            &unseal_material(&root, "arn:a", &sealed).expect("unseal")[..],
-            b"material"
-        );
-        assert!(unseal_material(&root, "arn:b", &sealed).is_err());
     }
 }

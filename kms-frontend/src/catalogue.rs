@@ -1,6 +1,6 @@
-//! The domain vocabulary of the KMS API: key specs, key usages, origins, key states, the
-//! algorithm lists of `KeyMetadata`, the `KeyMetadata` JSON shape with AWS's presence rules,
-//! key ids and ARNs.
+//! The catalogue of the KMS API's vocabulary: key specs, key usages, origins, key states,
+//! custom key store connection states, the algorithm lists of `KeyMetadata`, the
+//! `KeyMetadata` JSON shape with AWS's presence rules, key ids and ARNs.
 //!
 //! Facts come from the botocore KMS service model (the "model") and the AWS recordings
 //! summarised in `kms-api.md` §2; where AWS's behaviour is not confirmed by a source the code
@@ -177,6 +177,22 @@ wire_enum! {
         Unavailable => "Unavailable",
         /// Being updated (e.g. UpdatePrimaryRegion).
         Updating => "Updating",
+    }
+}
+
+wire_enum! {
+    /// The connection state of a custom key store (`ConnectionStateType`).
+    ConnectionState {
+        /// Usable: the proxy answered the connect's health check.
+        Connected => "CONNECTED",
+        /// ConnectCustomKeyStore is running.
+        Connecting => "CONNECTING",
+        /// The last connect failed; see the store's `ConnectionErrorCode`.
+        Failed => "FAILED",
+        /// Initial state, and after DisconnectCustomKeyStore.
+        Disconnected => "DISCONNECTED",
+        /// DisconnectCustomKeyStore is running.
+        Disconnecting => "DISCONNECTING",
     }
 }
 
