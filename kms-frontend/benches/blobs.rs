@@ -42,6 +42,7 @@ fn bench_aws_kms_blob(c: &mut Criterion) {
 
 fn bench_xks_blob(c: &mut Criterion) {
     let blob = XksBlob {
+        format: kms_frontend::xks::FORMAT_XKS,
         key_id: KEY_ID.to_owned(),
         inner_iv: [1; 12],
         proxy_iv: vec![2; 12],

@@ -1,6 +1,7 @@
 //! Who is calling: SigV4 (service `kms`) against the configured principals, with errors
 //! named and worded as AWS answers them.
 
+use arc_swap::ArcSwap;
 use sigv4_auth::{Authorization, Credential, SigningSecret, Verifier, VerifierConfig, VerifyError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -36,17 +37,22 @@ struct Entry {
     regions: Vec<String>,
 }
 
+/// One generation of the configured principals, replaced whole by a reload.
+#[derive(Debug)]
+struct Table {
+    by_access_key: HashMap<String, Entry>,
+    principals: HashSet<String>,
+}
+
 /// The configured principals and the verifier.
 #[derive(Debug)]
 pub struct Callers {
-    by_access_key: HashMap<String, Entry>,
-    principals: HashSet<String>,
+    table: ArcSwap<Table>,
     verifier: Verifier,
 }
 
-impl Callers {
-    /// Indexes the principals of `cfg`.
-    pub fn from_config(cfg: &FrontendConfig) -> Self {
+impl Table {
+    fn from_config(cfg: &FrontendConfig) -> Self {
         let mut by_access_key = HashMap::new();
         let mut principals = HashSet::new();
         for a in &cfg.accounts {
@@ -55,9 +61,11 @@ impl Callers {
                 by_access_key.insert(
                     p.access_key_id.clone(),
                     Entry {
+                        // A copy of exactly the secret's size, wiped when the last request
+                        // holding this generation of the table ends.
                         credential: Arc::new(Credential::new(
                             p.access_key_id.clone(),
-                            SigningSecret::new(p.secret.to_string()),
+                            SigningSecret::new(p.secret.as_str()),
                         )),
                         account_id: a.id.clone(),
                         principal_arn: p.arn.clone(),
@@ -66,18 +74,38 @@ impl Callers {
                 );
             }
         }
-        let mut vc = VerifierConfig::new("kms");
-        vc.max_clock_skew = MAX_CLOCK_SKEW;
         Self {
             by_access_key,
             principals,
+        }
+    }
+}
+
+impl Callers {
+    /// Indexes the principals of `cfg`.
+    pub fn from_config(cfg: &FrontendConfig) -> Self {
+        let mut vc = VerifierConfig::new("kms");
+        vc.max_clock_skew = MAX_CLOCK_SKEW;
+        Self {
+            table: ArcSwap::from_pointee(Table::from_config(cfg)),
             verifier: Verifier::new(vc),
         }
     }
 
+    /// Replaces every principal with those of `cfg` (a reload). Requests already verified
+    /// keep the old generation until they end; the old secrets are wiped when it is dropped.
+    pub fn replace(&self, cfg: &FrontendConfig) {
+        self.table.store(Arc::new(Table::from_config(cfg)));
+    }
+
+    /// How many principals are configured.
+    pub fn principal_count(&self) -> usize {
+        self.table.load().by_access_key.len()
+    }
+
     /// Whether `arn` is a principal this installation knows.
     pub fn principal_exists(&self, arn: &str) -> bool {
-        self.principals.contains(arn)
+        self.table.load().principals.contains(arn)
     }
 
     /// Checks the request's cheap parts (header shape, known access key) before its body is
@@ -90,7 +118,12 @@ impl Callers {
             ),
             other => KmsError::client("IncompleteSignatureException", other.to_string()),
         })?;
-        if !self.by_access_key.contains_key(auth.access_key_id()) {
+        if !self
+            .table
+            .load()
+            .by_access_key
+            .contains_key(auth.access_key_id())
+        {
             return Err(KmsError::client(
                 "UnrecognizedClientException",
                 "The security token included in the request is invalid.",
@@ -107,7 +140,8 @@ impl Callers {
         body: &[u8],
         now: SystemTime,
     ) -> Result<Caller, KmsError> {
-        let entry = self
+        let table = self.table.load_full();
+        let entry = table
             .by_access_key
             .get(auth.access_key_id())
             .ok_or_else(|| {

@@ -1,18 +1,26 @@
 //! The ciphertext blob of symmetric encryption with `AWS_KMS` key material, and the inner
 //! AES-GCM layer of double encryption (see `crate::xks`).
 //!
-//! Ciphertext blob v1 (what `Encrypt` returns and `Decrypt` accepts):
+//! Ciphertext blob (what `Encrypt` returns and `Decrypt` accepts):
 //!
 //! ```text
-//! 0       format (0x01: AWS_KMS symmetric key, AES-256-GCM)
+//! 0       format (0x03: AWS_KMS symmetric key, AES-256-GCM, context encoding v2;
+//!         0x01: the same with context encoding v1, only read)
 //! 1       key id length n, then n bytes of key id (ASCII)
 //! ..+12   IV
 //! ..      ciphertext || 16-byte tag
 //! ```
 //!
 //! The GCM AAD is the header (format + key id) followed by the canonical encryption
-//! context: pairs sorted by key, each as BE16 length + key + BE16 length + value, so the
-//! order in which a caller lists its pairs does not matter.
+//! context: pairs sorted by key, each as length + key + length + value, so the order in
+//! which a caller lists its pairs does not matter.
+//!
+//! Context encoding v2 (formats 0x03 and 0x04) writes each length as BE32: every string
+//! the front end can accept is shorter than 4 GiB, so the encoding is injective. v1
+//! (formats 0x01 and 0x02, written before) wrote BE16 lengths clamped at 65,535, so a
+//! value longer than that could spell further pairs: two different contexts had the same
+//! AAD. Blobs of the v1 formats still decrypt (with the v1 encoding, which their tag was
+//! made over); the format byte is part of the AAD, so a v2 blob relabelled as v1 fails.
 
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Nonce, Tag};
@@ -22,27 +30,54 @@ use zeroize::Zeroizing;
 use crate::protocol::KmsError;
 use crate::sealing::cipher;
 
-/// Format byte of a blob made with `AWS_KMS` symmetric key material.
-pub const FORMAT_AWS_KMS_SYMMETRIC: u8 = 0x01;
+/// Format byte of a blob made with `AWS_KMS` symmetric key material (context encoding v2);
+/// what `Encrypt` writes.
+pub const FORMAT_AWS_KMS_SYMMETRIC: u8 = 0x03;
 
-/// The canonical bytes of an encryption context (order-independent).
-pub fn canonical_context(context: &BTreeMap<String, String>) -> Vec<u8> {
+/// Format byte of the first blob format (context encoding v1): read, never written.
+pub const FORMAT_AWS_KMS_SYMMETRIC_V1: u8 = 0x01;
+
+/// How an encryption context is turned into AAD bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextEncoding {
+    /// BE16 lengths clamped at 65,535 (not injective): only to open blobs written with it.
+    V1,
+    /// BE32 lengths (injective for every context the front end accepts).
+    V2,
+}
+
+/// The canonical bytes of an encryption context (order-independent) in `encoding`.
+pub fn canonical_context(context: &BTreeMap<String, String>, encoding: ContextEncoding) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in context {
         for part in [k, v] {
-            let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
-            out.extend_from_slice(&len.to_be_bytes());
+            match encoding {
+                ContextEncoding::V1 => {
+                    let len = u16::try_from(part.len()).unwrap_or(u16::MAX);
+                    out.extend_from_slice(&len.to_be_bytes());
+                }
+                ContextEncoding::V2 => {
+                    // A request body is far below 4 GiB, so no accepted string is clamped.
+                    let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+                    out.extend_from_slice(&len.to_be_bytes());
+                }
+            }
             out.extend_from_slice(part.as_bytes());
         }
     }
     out
 }
 
-fn header(key_id: &str) -> Result<Vec<u8>, KmsError> {
+fn header(format: u8, key_id: &str) -> Result<Vec<u8>, KmsError> {
     let len = u8::try_from(key_id.len()).map_err(|_| KmsError::internal("key id too long"))?;
-    let mut h = vec![FORMAT_AWS_KMS_SYMMETRIC, len];
+    let mut h = vec![format, len];
     h.extend_from_slice(key_id.as_bytes());
     Ok(h)
+}
+
+/// Whether `format` is a blob of `AWS_KMS` symmetric key material (either version).
+pub fn is_symmetric_format(format: u8) -> bool {
+    format == FORMAT_AWS_KMS_SYMMETRIC || format == FORMAT_AWS_KMS_SYMMETRIC_V1
 }
 
 /// Encrypts with symmetric key material into a ciphertext blob naming `key_id`.
@@ -52,9 +87,9 @@ pub fn encrypt_blob(
     plaintext: &[u8],
     context: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, KmsError> {
-    let mut blob = header(key_id)?;
+    let mut blob = header(FORMAT_AWS_KMS_SYMMETRIC, key_id)?;
     let mut aad = blob.clone();
-    aad.extend_from_slice(&canonical_context(context));
+    aad.extend_from_slice(&canonical_context(context, ContextEncoding::V2));
     let mut iv = [0u8; 12];
     getrandom::fill(&mut iv)
         .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
@@ -71,7 +106,7 @@ pub fn encrypt_blob(
 /// The key id a ciphertext blob names, or `InvalidCiphertextException`.
 pub fn blob_key_id(blob: &[u8]) -> Result<&str, KmsError> {
     let invalid = || KmsError::client("InvalidCiphertextException", "The ciphertext is not valid.");
-    if blob.first() != Some(&FORMAT_AWS_KMS_SYMMETRIC) {
+    if !blob.first().is_some_and(|f| is_symmetric_format(*f)) {
         return Err(invalid());
     }
     let n = usize::from(*blob.get(1).ok_or_else(invalid)?);
@@ -96,8 +131,13 @@ pub fn decrypt_blob(
     };
     let key_id = blob_key_id(blob)?;
     let hlen = 2 + key_id.len();
+    let encoding = if blob[0] == FORMAT_AWS_KMS_SYMMETRIC_V1 {
+        ContextEncoding::V1
+    } else {
+        ContextEncoding::V2
+    };
     let mut aad = blob[..hlen].to_vec();
-    aad.extend_from_slice(&canonical_context(context));
+    aad.extend_from_slice(&canonical_context(context, encoding));
     let (iv, rest) = blob[hlen..].split_at(12);
     let (body, tag) = rest.split_at(rest.len() - 16);
     let mut out = Zeroizing::new(body.to_vec());
@@ -179,5 +219,31 @@ mod tests {
             assert!(decrypt_blob(&t, &key, &ctx).is_err(), "byte {i}");
         }
         assert!(blob_key_id(b"").is_err() && blob_key_id(&[1, 40, 0]).is_err());
+        // A v2 blob relabelled as v1 does not open (the format byte is in the AAD).
+        let mut relabelled = blob;
+        relabelled[0] = FORMAT_AWS_KMS_SYMMETRIC_V1;
+        assert!(decrypt_blob(&relabelled, &key, &ctx).is_err());
+    }
+
+    #[test]
+    fn the_v2_context_encoding_is_injective_where_v1_was_not() {
+        let long = "x".repeat(65_535);
+        let one = BTreeMap::from([("a".to_owned(), format!("{long}\u{0}\u{1}b\u{0}\u{1}c"))]);
+        let two = BTreeMap::from([("a".to_owned(), long), ("b".to_owned(), "c".to_owned())]);
+        assert_eq!(
+            canonical_context(&one, ContextEncoding::V1),
+            canonical_context(&two, ContextEncoding::V1)
+        );
+        assert_ne!(
+            canonical_context(&one, ContextEncoding::V2),
+            canonical_context(&two, ContextEncoding::V2)
+        );
+        let key = [9u8; 32];
+        let blob = encrypt_blob("k", &key, b"secret", &one).expect("enc");
+        assert!(decrypt_blob(&blob, &key, &two).is_err());
+        assert_eq!(
+            &decrypt_blob(&blob, &key, &one).expect("dec")[..],
+            b"secret"
+        );
     }
 }

@@ -13,34 +13,7 @@ pub mod defaults {
     pub const MAX_KEYS_PER_REGION: u64 = 100_000;
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Not valid TOML for this schema.
-    #[error("config {path} is not valid: {message}")]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
-    },
-    /// One or more settings are invalid.
-    #[error("config {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
-    Invalid {
-        /// The config file.
-        path: PathBuf,
-        /// Every problem found.
-        problems: Vec<String>,
-    },
-}
+pub use service_config::ConfigError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +49,7 @@ struct RawXks {
     client_private_key: Option<PathBuf>,
     timeout_ms: Option<u64>,
     health_check_interval_seconds: Option<u64>,
+    allow_private_endpoints: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +59,12 @@ struct RawServer {
     #[serde(default)]
     allow_plaintext_http: bool,
     tls: Option<RawTls>,
+    max_connections: Option<usize>,
+    max_in_flight_requests: Option<usize>,
+    idle_timeout_seconds: Option<u64>,
+    request_header_timeout_ms: Option<u64>,
+    request_body_timeout_ms: Option<u64>,
+    max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +127,8 @@ pub struct FrontendConfig {
     pub listen: SocketAddr,
     /// TLS files, or `None` for plain HTTP (explicit opt-in).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// `[server]` connection limits, deadlines and the in-flight limit.
+    pub server_limits: https_server::ServerLimits,
     /// The SQLite database file.
     pub storage_path: PathBuf,
     /// The root key sealing key material.
@@ -176,6 +158,9 @@ pub struct XksSettings {
     pub timeout: std::time::Duration,
     /// How often CONNECTED stores are health-checked.
     pub health_check_interval: std::time::Duration,
+    /// Whether proxy endpoints may be loopback or private addresses (link-local and cloud
+    /// metadata addresses are refused whatever this says).
+    pub allow_private_endpoints: bool,
 }
 
 /// An AWS account served by this front end.
@@ -243,6 +228,7 @@ impl FrontendConfig {
         let paths = Resolver::for_config(path);
         let mut problems = Vec::new();
         let (listen, tls) = server(&raw.server, &paths, &mut problems);
+        let server_limits = server_limits(&raw.server).validate(&mut problems);
         let root_key = root_key_source(raw.root_key, &paths, &mut problems);
         let accounts = accounts(raw.accounts, &paths, &mut problems);
         let xks = xks_settings(&raw.xks, &paths, &mut problems);
@@ -261,6 +247,7 @@ impl FrontendConfig {
             path: path.to_owned(),
             listen,
             tls,
+            server_limits,
             storage_path: paths.resolve(&raw.storage.path),
             root_key,
             max_keys_per_region: raw
@@ -277,14 +264,7 @@ impl FrontendConfig {
 
 /// The file, parsed (no checks beyond the schema's).
 fn read_raw(path: &Path) -> Result<Raw, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })
+    service_config::read_toml(path)
 }
 
 /// `[server]`: the listen address and the TLS files (`None`: plain HTTP, opted into).
@@ -317,6 +297,19 @@ fn server(
         }
     };
     (listen, tls)
+}
+
+/// `[server]`'s connection limits, deadlines and in-flight limit, validated by the listener
+/// crate (the same keys and rules as the proxy's).
+fn server_limits(raw: &RawServer) -> https_server::ServerLimitSettings {
+    https_server::ServerLimitSettings {
+        max_connections: raw.max_connections,
+        max_in_flight_requests: raw.max_in_flight_requests,
+        idle_timeout_seconds: raw.idle_timeout_seconds,
+        request_header_timeout_ms: raw.request_header_timeout_ms,
+        request_body_timeout_ms: raw.request_body_timeout_ms,
+        max_concurrent_streams: raw.max_concurrent_streams,
+    }
 }
 
 /// `[root_key]`: exactly one of a file or an environment variable.
@@ -382,36 +375,37 @@ fn accounts(raw: Vec<RawAccount>, paths: &Resolver, problems: &mut Vec<String>) 
     accounts
 }
 
-/// A principal's secret, from exactly one of an owner-only file or an environment variable.
+/// The shortest principal secret accepted (AWS secret access keys are 40 characters; an
+/// empty or short secret would make the credential guessable or public).
+pub const MIN_PRINCIPAL_SECRET_CHARS: usize = 16;
+
+/// A principal's secret, from exactly one of an owner-only file or an environment variable,
+/// read into zeroizing buffers (no unwiped copy is left behind) and at least
+/// [`MIN_PRINCIPAL_SECRET_CHARS`] characters long.
 fn principal_secret(
     p: &RawPrincipal,
     paths: &Resolver,
     problems: &mut Vec<String>,
 ) -> Option<Zeroizing<String>> {
-    match (&p.secret_file, &p.secret_env) {
+    let (secret, origin) = match (&p.secret_file, &p.secret_env) {
         (Some(f), None) => {
             let f = paths.resolve(f);
-            match root_key::check_owner_only(&f).and_then(|()| {
-                std::fs::read_to_string(&f).map_err(|e| root_key::RootKeyError::Load {
-                    source_name: f.display().to_string(),
-                    reason: e.to_string(),
-                })
-            }) {
-                Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
+            match root_key::read_secret_file(&f) {
+                Ok(s) => (s, format!("secret file {}", f.display())),
                 Err(e) => {
                     problems.push(format!("principal {}: secret file: {e}", p.arn));
-                    None
+                    return None;
                 }
             }
         }
-        (None, Some(v)) => match std::env::var(v) {
-            Ok(s) => Some(Zeroizing::new(s.trim().to_owned())),
-            Err(_) => {
+        (None, Some(v)) => match root_key::read_secret_env(v) {
+            Some(s) => (s, format!("environment variable {v}")),
+            None => {
                 problems.push(format!(
                     "principal {}: environment variable {v} is not set",
                     p.arn
                 ));
-                None
+                return None;
             }
         },
         _ => {
@@ -419,9 +413,26 @@ fn principal_secret(
                 "principal {}: set exactly one of secret_file or secret_env",
                 p.arn
             ));
-            None
+            return None;
         }
+    };
+    let chars = secret.chars().count();
+    if chars == 0 {
+        problems.push(format!(
+            "principal {}: the {origin} is empty (anyone could sign as this principal)",
+            p.arn
+        ));
+        return None;
     }
+    if chars < MIN_PRINCIPAL_SECRET_CHARS {
+        problems.push(format!(
+            "principal {}: the {origin} holds {chars} characters; at least \
+             {MIN_PRINCIPAL_SECRET_CHARS} are required",
+            p.arn
+        ));
+        return None;
+    }
+    Some(secret)
 }
 
 /// `[xks]`: how the front end reaches proxies.
@@ -453,5 +464,8 @@ fn xks_settings(raw: &RawXks, paths: &Resolver, problems: &mut Vec<String>) -> X
         health_check_interval: std::time::Duration::from_secs(
             raw.health_check_interval_seconds.unwrap_or(60).max(1),
         ),
+        // Local proxies, compose networks and `[xks.resolve]` entries are the operator's
+        // own: allowed unless a shared deployment turns them off.
+        allow_private_endpoints: raw.allow_private_endpoints.unwrap_or(true),
     }
 }

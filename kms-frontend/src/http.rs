@@ -1,5 +1,22 @@
-//! HTTP: `POST /` with `X-Amz-Target`, caller authentication, a body cap, and one log line
-//! per request. Operations run on the blocking pool (storage is synchronous).
+//! HTTP: `POST /` with `X-Amz-Target`, caller authentication, a body cap, an in-flight
+//! limit, and one log line per request. Operations run on the blocking pool (storage is
+//! synchronous).
+//!
+//! Order of checks for every request:
+//! 1. a method other than POST → `UnknownOperationException`;
+//! 2. a missing or malformed `Authorization`, or an unknown access key id;
+//! 3. the body is read up to [`MAX_BODY_BYTES`] (over it → `ValidationException`; not
+//!    complete within the listener's body deadline → `ValidationException`), then the
+//!    signature is verified;
+//! 4. the in-flight limit → `ThrottlingException` (HTTP 400, as KMS answers it), so only
+//!    authenticated requests hold one of its permits: a client that stalls its bodies,
+//!    even with a known access key id, holds none and cannot make others wait;
+//! 5. the operation.
+//!
+//! The rejections of 1-2 are decided before the body is read but answered only after it
+//! was read (up to the same cap, within the body deadline): over h2, an answer sent while
+//! the client is still sending makes hyper end the stream with RST_STREAM, and clients then
+//! fail the request although the answer was complete.
 
 use axum::Router;
 use axum::body::Body;
@@ -9,6 +26,7 @@ use http::{Method, header};
 use http_body_util::{BodyExt, Limited};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
+use tokio::sync::Semaphore;
 
 use crate::protocol::{self, KmsError, TARGET_PREFIX};
 use crate::service::Kms;
@@ -16,16 +34,30 @@ use crate::service::Kms;
 /// Largest request body read (a 131,072-character policy plus framing fits easily).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// The router: every request goes through `dispatch`.
-pub fn router(kms: Arc<Kms>) -> Router {
+/// What every request handler shares.
+#[derive(Debug, Clone)]
+struct HttpState {
+    kms: Arc<Kms>,
+    /// Permits for authenticated requests in flight (`[server] max_in_flight_requests`).
+    in_flight: Arc<Semaphore>,
+}
+
+/// The router: every request goes through `dispatch`; at most `max_in_flight` authenticated
+/// requests are worked on at once.
+pub fn router(kms: Arc<Kms>, max_in_flight: usize) -> Router {
+    let state = HttpState {
+        kms,
+        in_flight: Arc::new(Semaphore::new(max_in_flight.max(1))),
+    };
     let r = Router::new();
     #[cfg(feature = "test-hooks")]
     let r = r.route("/_test/advance-clock", axum::routing::post(advance_clock));
-    r.fallback(dispatch).with_state(kms)
+    r.fallback(dispatch).with_state(state)
 }
 
 #[cfg(feature = "test-hooks")]
-async fn advance_clock(State(kms): State<Arc<Kms>>, body: axum::body::Bytes) -> Response {
+async fn advance_clock(State(state): State<HttpState>, body: axum::body::Bytes) -> Response {
+    let kms = state.kms;
     let seconds = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v["seconds"].as_i64())
@@ -34,17 +66,17 @@ async fn advance_clock(State(kms): State<Arc<Kms>>, body: axum::body::Bytes) -> 
     let k = kms.clone();
     let _ = tokio::task::spawn_blocking(move || k.sweep_deletions()).await;
     tracing::warn!(seconds, "test hook: clock advanced");
-    protocol::ok(&serde_json::json!({"now_ms": kms.clock.now_ms()}), "test")
+    protocol::ok(serde_json::json!({"now_ms": kms.clock.now_ms()}), "test")
 }
 
-async fn dispatch(State(kms): State<Arc<Kms>>, req: Request) -> Response {
+async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
     let mut operation = String::from("-");
     let mut account = String::from("-");
-    let result = handle(&kms, req, &request_id, &mut operation, &mut account).await;
+    let result = handle(&state, req, &request_id, &mut operation, &mut account).await;
     let (response, error) = match result {
-        Ok(body) => (protocol::ok(&body, &request_id), None),
+        Ok(body) => (protocol::ok(body, &request_id), None),
         Err(e) => {
             let name = e.name;
             let msg = e.message.clone();
@@ -66,21 +98,37 @@ async fn dispatch(State(kms): State<Arc<Kms>>, req: Request) -> Response {
 }
 
 async fn handle(
-    kms: &Arc<Kms>,
+    state: &HttpState,
     req: Request,
     request_id: &str,
     operation: &mut String,
     account: &mut String,
 ) -> Result<serde_json::Value, KmsError> {
+    let kms = &state.kms;
     let (parts, body) = req.into_parts();
-    if parts.method != Method::POST {
-        return Err(KmsError::client("UnknownOperationException", ""));
-    }
-    let auth = kms.callers.identify(&parts)?;
+    let early = if parts.method == Method::POST {
+        kms.callers.identify(&parts)
+    } else {
+        Err(KmsError::client("UnknownOperationException", ""))
+    };
+    let auth = match early {
+        Ok(auth) => auth,
+        Err(e) => {
+            drain_body(body, &parts.headers).await;
+            return Err(e);
+        }
+    };
     let body = read_body(body, &parts.headers).await?;
     let mut caller = kms
         .callers
         .verify(&parts, &auth, &body, SystemTime::now())?;
+    // Shed load before doing the work, counting only authenticated requests.
+    let _permit = state.in_flight.clone().try_acquire_owned().map_err(|_| {
+        KmsError::client(
+            "ThrottlingException",
+            "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.",
+        )
+    })?;
     caller.request_id = request_id.to_owned();
     *account = caller.account_id.clone();
     let op = parts
@@ -94,23 +142,60 @@ async fn handle(
     kms.handle(op, caller, body).await
 }
 
-async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<Vec<u8>, KmsError> {
+/// Reads and discards a body we will not use, up to [`MAX_BODY_BYTES`], so that an early
+/// answer ends the request cleanly (see the module documentation). A declared or actual
+/// body over the cap, a read error or the body deadline ends it sooner: the answer is then
+/// sent anyway.
+async fn drain_body(mut body: Body, headers: &http::HeaderMap) {
+    if declared_length(headers).is_some_and(|n| n > MAX_BODY_BYTES) {
+        return;
+    }
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            read = read.saturating_add(data.len());
+            if read > MAX_BODY_BYTES {
+                return;
+            }
+        }
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// The body, in a buffer wiped when dropped: it may hold a plaintext or data key.
+async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, KmsError> {
     let too_big = || {
         KmsError::validation(format!(
             "The request body is larger than {MAX_BODY_BYTES} bytes."
         ))
     };
-    if headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES)
-    {
+    if declared_length(headers).is_some_and(|n| n > MAX_BODY_BYTES) {
         return Err(too_big());
     }
     let collected = Limited::new(body, MAX_BODY_BYTES)
         .collect()
         .await
-        .map_err(|_| too_big())?;
-    Ok(collected.to_bytes().to_vec())
+        .map_err(|e| {
+            if let Some(timeout) = https_server::find_body_timeout(e.as_ref()) {
+                KmsError::validation(timeout.to_string())
+            } else if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                too_big()
+            } else {
+                KmsError::validation("The request body could not be read.")
+            }
+        })?;
+    // Vec::from(Bytes) takes the buffer over when it is the only owner: no second copy.
+    Ok(zeroize::Zeroizing::new(Vec::from(collected.to_bytes())))
 }

@@ -40,6 +40,16 @@ pub enum Operation {
     PutKeyPolicy,
     /// `CreateAlias` and `UpdateAlias`, for the target key.
     PointAlias,
+    /// `GetPublicKey` (any asymmetric key).
+    GetPublicKey,
+    /// `Sign` (a `SIGN_VERIFY` key).
+    Sign,
+    /// `Verify` (a `SIGN_VERIFY` key).
+    Verify,
+    /// `GenerateDataKeyPair` (a symmetric encryption key).
+    GenerateDataKeyPair,
+    /// `GenerateDataKeyPairWithoutPlaintext` (a symmetric encryption key).
+    GenerateDataKeyPairWithoutPlaintext,
 }
 
 impl Operation {
@@ -60,12 +70,17 @@ impl Operation {
             Self::UntagResource => "UntagResource",
             Self::PutKeyPolicy => "PutKeyPolicy",
             Self::PointAlias => "CreateAlias",
+            Self::GetPublicKey => "GetPublicKey",
+            Self::Sign => "Sign",
+            Self::Verify => "Verify",
+            Self::GenerateDataKeyPair => "GenerateDataKeyPair",
+            Self::GenerateDataKeyPairWithoutPlaintext => "GenerateDataKeyPairWithoutPlaintext",
         }
     }
 
     /// Whether the operation uses the key material: those see the key's effective state
-    /// (`Unavailable` while its custom key store is not connected) and need a symmetric
-    /// encryption key.
+    /// (`Unavailable` while its custom key store is not connected) and need a key of the
+    /// type [`Operation::accepts`] names.
     pub const fn is_cryptographic(self) -> bool {
         matches!(
             self,
@@ -74,7 +89,26 @@ impl Operation {
                 | Self::GenerateDataKey
                 | Self::GenerateDataKeyWithoutPlaintext
                 | Self::ReEncrypt
+                | Self::GetPublicKey
+                | Self::Sign
+                | Self::Verify
+                | Self::GenerateDataKeyPair
+                | Self::GenerateDataKeyPairWithoutPlaintext
         )
+    }
+
+    /// Whether a cryptographic operation may use a key of this spec and usage: Sign and
+    /// Verify need `SIGN_VERIFY`, GetPublicKey any key pair, the others a symmetric
+    /// encryption key.
+    pub fn accepts(self, spec: &str, usage: &str) -> bool {
+        match self {
+            Self::Sign | Self::Verify => usage == KeyUsage::SignVerify.as_str(),
+            Self::GetPublicKey => KeySpec::parse(spec).is_some_and(KeySpec::is_asymmetric),
+            _ => {
+                usage == KeyUsage::EncryptDecrypt.as_str()
+                    && spec == KeySpec::SymmetricDefault.as_str()
+            }
+        }
     }
 }
 
@@ -92,11 +126,35 @@ pub fn usable_key(key: &KeyRecord, state: KeyState, op: Operation) -> Result<(),
     if !allowed {
         return Err(refusal(key, state, op));
     }
-    if op.is_cryptographic()
-        && (key.key_usage != KeyUsage::EncryptDecrypt.as_str()
-            || key.key_spec != KeySpec::SymmetricDefault.as_str())
-    {
-        return Err(KmsError::client(
+    if op.is_cryptographic() && !op.accepts(&key.key_spec, &key.key_usage) {
+        return Err(wrong_key_type(key, op));
+    }
+    Ok(())
+}
+
+/// The error AWS answers when `op` names a key of a type it cannot use.
+fn wrong_key_type(key: &KeyRecord, op: Operation) -> KmsError {
+    match op {
+        // AWS's text for Sign (kms-keys-in-use.md §2, recorded); Verify follows it.
+        Operation::Sign | Operation::Verify => KmsError::client(
+            "InvalidKeyUsageException",
+            format!(
+                "{} key usage is {} which is not valid for {}.",
+                key.arn,
+                key.key_usage,
+                op.as_str()
+            ),
+        ),
+        // The model lists UnsupportedOperationException for a key without a public key;
+        // the text is ours (AWS's is unrecorded).
+        Operation::GetPublicKey => KmsError::client(
+            "UnsupportedOperationException",
+            format!(
+                "{} key spec is {}, which has no public key; GetPublicKey needs an asymmetric KMS key.",
+                key.arn, key.key_spec
+            ),
+        ),
+        _ => KmsError::client(
             "InvalidKeyUsageException",
             format!(
                 "{} key usage is {} with key spec {}, which is not valid for {}.",
@@ -105,9 +163,8 @@ pub fn usable_key(key: &KeyRecord, state: KeyState, op: Operation) -> Result<(),
                 key.key_spec,
                 op.as_str()
             ),
-        ));
+        ),
     }
-    Ok(())
 }
 
 /// The error AWS answers when `op` finds `key` in `state`, a state that does not allow it.
@@ -214,6 +271,40 @@ mod tests {
             );
             assert_eq!(answer(KeyState::Enabled, op), None);
         }
+        // Sign and Verify need SIGN_VERIFY; GetPublicKey any key pair; data key pairs a
+        // symmetric encryption key. All are refused when disabled like the others.
+        let mut signer = key(KeyState::Enabled);
+        signer.key_spec = "ECC_NIST_P256".into();
+        signer.key_usage = "SIGN_VERIFY".into();
+        for op in [Operation::Sign, Operation::Verify, Operation::GetPublicKey] {
+            assert!(usable_key(&signer, KeyState::Enabled, op).is_ok(), "{op:?}");
+            let e = usable_key(&signer, KeyState::Disabled, op).expect_err("disabled");
+            assert_eq!(e.name, "DisabledException");
+        }
+        let e = usable_key(&signer, KeyState::Enabled, Operation::GenerateDataKeyPair)
+            .expect_err("a signing key cannot wrap a data key pair");
+        assert_eq!(e.name, "InvalidKeyUsageException");
+        let e = usable_key(&key(KeyState::Enabled), KeyState::Enabled, Operation::Sign)
+            .expect_err("a symmetric key cannot sign");
+        assert_eq!(
+            e.message,
+            format!("{arn} key usage is ENCRYPT_DECRYPT which is not valid for Sign.")
+        );
+        let e = usable_key(
+            &key(KeyState::Enabled),
+            KeyState::Enabled,
+            Operation::GetPublicKey,
+        )
+        .expect_err("a symmetric key has no public key");
+        assert_eq!(e.name, "UnsupportedOperationException");
+        assert!(
+            usable_key(
+                &key(KeyState::Enabled),
+                KeyState::Enabled,
+                Operation::GenerateDataKeyPairWithoutPlaintext
+            )
+            .is_ok()
+        );
         let mut hmac = key(KeyState::Enabled);
         hmac.key_spec = "HMAC_256".into();
         hmac.key_usage = "GENERATE_VERIFY_MAC".into();

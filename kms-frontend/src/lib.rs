@@ -17,7 +17,8 @@
 //! - [`service`]: dispatch, key lookup by id/ARN/alias, the storage error mapping;
 //! - [`ops`]: the operations;
 //! - [`clock`]: the service clock (advanceable in test builds);
-//! - [`config`], [`http`], [`run`], [`cli`]: configuration, HTTP, start-up, command line.
+//! - [`config`], [`http`], [`run`], [`reload`], [`cli`]: configuration, HTTP, start-up,
+//!   SIGHUP reload of the principals, command line.
 //!
 //! Architecture invariants: only [`protocol`] knows the wire format; a rejected request
 //! stores nothing (validation happens before any write); key material is stored only sealed.
@@ -34,9 +35,11 @@ pub mod material;
 pub mod ops;
 pub mod policy;
 pub mod protocol;
+pub mod reload;
 pub mod run;
 pub mod sealing;
 pub mod service;
+pub mod signing;
 pub mod storage;
 pub mod xks;
 pub mod xks_client;

@@ -381,6 +381,87 @@ fn sm2() -> Result<KeyMaterial, MaterialError> {
     Err(MaterialError::Generate(spec))
 }
 
+/// The SubjectPublicKeyInfo DER of the key pair whose secret (this module's encoding for
+/// `spec`) is `private_pkcs8`: what GetPublicKey returns and Verify checks with (only the
+/// sealed secret is stored; the public key is derived from it when needed).
+///
+/// # Errors
+/// [`MaterialError::WrongSpec`] for symmetric and HMAC specs, [`MaterialError::Malformed`] if
+/// the secret does not parse, [`MaterialError::Encode`] if encoding fails.
+pub fn public_key_of(spec: KeySpec, private_pkcs8: &[u8]) -> Result<Vec<u8>, MaterialError> {
+    let ecdsa = |algorithm: &'static EcdsaSigningAlgorithm| -> Result<Vec<u8>, MaterialError> {
+        let key = EcdsaKeyPair::from_pkcs8(algorithm, private_pkcs8)
+            .map_err(|_| MaterialError::Malformed(spec))?;
+        let der: PublicKeyX509Der<'static> = key
+            .public_key()
+            .as_der()
+            .map_err(|_| MaterialError::Encode(spec))?;
+        Ok(der.as_ref().to_vec())
+    };
+    let ml_dsa = |algorithm: &'static PqdsaSigningAlgorithm| -> Result<Vec<u8>, MaterialError> {
+        let key = PqdsaKeyPair::from_pkcs8(algorithm, private_pkcs8)
+            .map_err(|_| MaterialError::Malformed(spec))?;
+        let der: PublicKeyX509Der<'static> = key
+            .public_key()
+            .as_der()
+            .map_err(|_| MaterialError::Encode(spec))?;
+        Ok(der.as_ref().to_vec())
+    };
+    match spec {
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 => {
+            let key = RsaKeyPair::from_pkcs8(private_pkcs8)
+                .map_err(|_| MaterialError::Malformed(spec))?;
+            let der: PublicKeyX509Der<'static> = key
+                .public_key()
+                .as_der()
+                .map_err(|_| MaterialError::Encode(spec))?;
+            Ok(der.as_ref().to_vec())
+        }
+        KeySpec::EccNistP256 => ecdsa(&ECDSA_P256_SHA256_ASN1_SIGNING),
+        KeySpec::EccNistP384 => ecdsa(&ECDSA_P384_SHA384_ASN1_SIGNING),
+        KeySpec::EccNistP521 => ecdsa(&ECDSA_P521_SHA512_ASN1_SIGNING),
+        KeySpec::EccSecgP256k1 => ecdsa(&ECDSA_P256K1_SHA256_ASN1_SIGNING),
+        KeySpec::EccNistEdwards25519 => {
+            let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(private_pkcs8)
+                .map_err(|_| MaterialError::Malformed(spec))?;
+            let der: PublicKeyX509Der<'static> = key
+                .public_key()
+                .as_der()
+                .map_err(|_| MaterialError::Encode(spec))?;
+            Ok(der.as_ref().to_vec())
+        }
+        KeySpec::MlDsa44 => ml_dsa(&ML_DSA_44_SIGNING),
+        KeySpec::MlDsa65 => ml_dsa(&ML_DSA_65_SIGNING),
+        KeySpec::MlDsa87 => ml_dsa(&ML_DSA_87_SIGNING),
+        KeySpec::MlKem512 | KeySpec::MlKem768 | KeySpec::MlKem1024 => {
+            let (_, arc, _) = ml_kem_params(spec).ok_or(MaterialError::WrongSpec(spec))?;
+            // FIPS 203 §7.1: dk = dk_PKE (384·k bytes) ‖ ek (384·k + 32) ‖ H(ek) ‖ z, with k
+            // = 2/3/4 (aws-lc-rs cannot rebuild the encapsulation key from `dk` alone).
+            let k = usize::from(arc) + 1;
+            let expanded = ml_kem_expanded_key(spec, private_pkcs8)?;
+            let ek = expanded
+                .get(384 * k..384 * k + 384 * k + 32)
+                .ok_or(MaterialError::Malformed(spec))?;
+            Ok(ml_kem_spki(arc, ek))
+        }
+        KeySpec::Sm2 => {
+            use sm2::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};
+            let secret = sm2::SecretKey::from_pkcs8_der(private_pkcs8)
+                .map_err(|_| MaterialError::Malformed(spec))?;
+            let der = secret
+                .public_key()
+                .to_public_key_der()
+                .map_err(|_| MaterialError::Encode(spec))?;
+            Ok(der.into_vec())
+        }
+        KeySpec::SymmetricDefault
+        | KeySpec::Hmac224
+        | KeySpec::Hmac256
+        | KeySpec::Hmac384
+        | KeySpec::Hmac512 => Err(MaterialError::WrongSpec(spec)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +480,30 @@ mod tests {
     use sm2::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, PrivateKeyInfoRef};
 
     const MESSAGE: &[u8] = b"kms-frontend key material round trip";
+
+    #[test]
+    fn the_public_key_derived_from_the_secret_is_the_generated_one() {
+        for spec in [
+            KeySpec::Rsa2048,
+            KeySpec::EccNistP256,
+            KeySpec::EccNistP384,
+            KeySpec::EccNistP521,
+            KeySpec::EccSecgP256k1,
+            KeySpec::EccNistEdwards25519,
+            KeySpec::MlDsa44,
+            KeySpec::MlDsa65,
+            KeySpec::MlDsa87,
+            KeySpec::MlKem512,
+            KeySpec::MlKem768,
+            KeySpec::MlKem1024,
+            KeySpec::Sm2,
+        ] {
+            let m = gen_ok(spec);
+            let derived = public_key_of(spec, m.secret()).expect("derive");
+            assert_eq!(Some(&derived[..]), m.public_key(), "{spec}");
+        }
+        assert!(public_key_of(KeySpec::SymmetricDefault, &[0; 32]).is_err());
+    }
 
     fn gen_ok(spec: KeySpec) -> KeyMaterial {
         generate(spec).expect("generate")

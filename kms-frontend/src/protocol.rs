@@ -7,6 +7,7 @@ use axum::response::Response;
 use http::{HeaderValue, StatusCode, header};
 use serde::de::DeserializeOwned;
 use std::fmt::Write as _;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The content type of every request and response.
 pub const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -75,12 +76,66 @@ impl KmsError {
     }
 }
 
-/// A success response.
-pub fn ok(body: &serde_json::Value, request_id: &str) -> Response {
-    respond(StatusCode::OK, body.to_string(), request_id)
+/// A success response. Its body may hold plaintexts and data keys: it is serialized into
+/// one buffer of exactly its size (no growth leaving copies behind) that is wiped when the
+/// server drops the response's bytes, and every string of `body` is wiped here.
+pub fn ok(mut body: serde_json::Value, request_id: &str) -> Response {
+    let mut size = ByteCounter(0);
+    let mut out = Zeroizing::new(Vec::new());
+    let serialized = serde_json::to_writer(&mut size, &body).and_then(|()| {
+        out.reserve_exact(size.0);
+        serde_json::to_writer(&mut *out, &body)
+    });
+    wipe_strings(&mut body);
+    if serialized.is_err() {
+        return KmsError::internal("the response could not be serialized")
+            .into_response(request_id);
+    }
+    respond_bytes(
+        StatusCode::OK,
+        axum::body::Bytes::from_owner(WipedOnDrop(out)),
+        request_id,
+    )
+}
+
+/// Counts the bytes written to it (to size the response buffer once).
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Response bytes that are wiped when the last reference to them is dropped.
+struct WipedOnDrop(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for WipedOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Wipes every string value in `v` (member names are the API's, not secrets).
+fn wipe_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe_strings),
+        serde_json::Value::Object(m) => m.values_mut().for_each(wipe_strings),
+        _ => {}
+    }
 }
 
 fn respond(status: StatusCode, body: String, request_id: &str) -> Response {
+    respond_bytes(status, axum::body::Bytes::from(body), request_id)
+}
+
+fn respond_bytes(status: StatusCode, body: axum::body::Bytes, request_id: &str) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     r.headers_mut()

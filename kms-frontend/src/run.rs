@@ -67,6 +67,7 @@ fn xks_client(x: &crate::config::XksSettings) -> Result<crate::xks_client::XksCl
         resolve: x.resolve.clone(),
         client_identity,
         timeout: x.timeout,
+        allow_private_endpoints: x.allow_private_endpoints,
     })
     .map_err(|e| RunError::Tls(format!("XKS client: {e}")))
 }
@@ -122,8 +123,16 @@ pub fn build(cfg: &FrontendConfig) -> Result<Kms, RunError> {
 }
 
 /// Runs the front end until a termination signal.
-pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
+pub async fn run(mut cfg: FrontendConfig) -> Result<(), RunError> {
     let kms = Arc::new(build(&cfg)?);
+    // The principals' secrets now live only in `kms.callers`: wipe the config's copy, and
+    // reload the principals on SIGHUP (see `crate::reload`).
+    let settings = crate::reload::settings_without_principals(&mut cfg);
+    tokio::spawn(crate::reload::reload_on_sighup(
+        kms.clone(),
+        cfg.path.clone(),
+        settings,
+    ));
     let transport = match &cfg.tls {
         Some((chain, key)) => {
             if let Some(warning) = service_tls::server::private_key_exposure(key) {
@@ -186,16 +195,11 @@ pub async fn run(cfg: FrontendConfig) -> Result<(), RunError> {
         println!("kms-frontend admin listening on http://{a}");
         tokio::spawn(serve_admin(l, kms.clone()));
     }
-    let limits = https_server::ConnectionLimits {
-        max_connections: 4096,
-        idle_timeout: std::time::Duration::from_secs(60),
-        ..https_server::ConnectionLimits::default()
-    };
     https_server::serve(
         listener,
         transport,
-        crate::http::router(kms),
-        limits,
+        crate::http::router(kms, cfg.server_limits.max_in_flight_requests),
+        cfg.server_limits.connection,
         Arc::new(NoObserver),
         shutdown_signal(),
     )

@@ -95,7 +95,7 @@ impl Kms {
         self: &Arc<Self>,
         operation: String,
         caller: Caller,
-        body: Vec<u8>,
+        body: zeroize::Zeroizing<Vec<u8>>,
     ) -> Result<serde_json::Value, KmsError> {
         let kms = self.clone();
         let joined = if crate::ops::CRYPTO_OPERATIONS.contains(&operation.as_str()) {

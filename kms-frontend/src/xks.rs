@@ -2,10 +2,11 @@
 //! KMS operation (the failure table, defined once here), and the ciphertext blob of double
 //! encryption.
 //!
-//! Double-encryption blob (format 0x02):
+//! Double-encryption blob (format 0x04; 0x02 is the first version, only read):
 //!
 //! ```text
-//! 0        format 0x02 (EXTERNAL_KEY_STORE key, double encryption)
+//! 0        format 0x04 (EXTERNAL_KEY_STORE key, double encryption, context encoding v2;
+//!          0x02: the same with context encoding v1, see `crate::blob`)
 //! 1        key id length n, then the key id
 //! ..+12    inner IV (AES-256-GCM with the KMS key material)
 //! ..+1     proxy IV length (12 or 16), then the proxy IV
@@ -16,7 +17,7 @@
 //!
 //! The inner layer's AAD is the header (format + key id) followed by the canonical
 //! encryption context; the AAD sent to the proxy is the header followed by SHA-256 of the
-//! canonical encryption context, so it is at most 2 + 255 + 32 bytes for any context (far
+//! canonical encryption context (both in the encoding the format names), so it is at most 2 + 255 + 32 bytes for any context (far
 //! within the proxy's 8192) and still binds both. A 4096-byte plaintext gives a 4112-byte
 //! proxy plaintext (within the proxy's 4300) and a blob of at most 4,473 bytes (within 6144).
 
@@ -26,8 +27,26 @@ use crate::protocol::KmsError;
 use crate::xks_client::XksCallError;
 use xks_api::ErrorName;
 
-/// Format byte of a double-encryption blob.
-pub const FORMAT_XKS: u8 = 0x02;
+/// Format byte of a double-encryption blob (context encoding v2); what encryption writes.
+pub const FORMAT_XKS: u8 = 0x04;
+
+/// Format byte of the first double-encryption blob (context encoding v1): read, never
+/// written.
+pub const FORMAT_XKS_V1: u8 = 0x02;
+
+/// Whether `format` is a double-encryption blob (either version).
+pub fn is_xks_format(format: u8) -> bool {
+    format == FORMAT_XKS || format == FORMAT_XKS_V1
+}
+
+/// The context encoding a double-encryption blob format uses.
+pub fn context_encoding(format: u8) -> crate::blob::ContextEncoding {
+    if format == FORMAT_XKS_V1 {
+        crate::blob::ContextEncoding::V1
+    } else {
+        crate::blob::ContextEncoding::V2
+    }
+}
 
 /// Which KMS operation family a proxy call served (the failure table differs per family).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +144,8 @@ fn describe(e: &XksCallError) -> String {
 /// The parts of a double-encryption blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XksBlob {
+    /// The format byte ([`FORMAT_XKS`], or [`FORMAT_XKS_V1`] for a blob read back).
+    pub format: u8,
     /// The KMS key id.
     pub key_id: String,
     /// The inner layer's IV.
@@ -140,16 +161,16 @@ pub struct XksBlob {
 }
 
 /// The header (format + key id) both layers' AADs start with.
-pub fn header(key_id: &str) -> Result<Vec<u8>, KmsError> {
+pub fn header(format: u8, key_id: &str) -> Result<Vec<u8>, KmsError> {
     let n = u8::try_from(key_id.len()).map_err(|_| KmsError::internal("key id too long"))?;
-    let mut h = vec![FORMAT_XKS, n];
+    let mut h = vec![format, n];
     h.extend_from_slice(key_id.as_bytes());
     Ok(h)
 }
 
 /// The AAD sent to the proxy: header || SHA-256(canonical encryption context).
-pub fn proxy_aad(key_id: &str, canonical_context: &[u8]) -> Result<Vec<u8>, KmsError> {
-    let mut a = header(key_id)?;
+pub fn proxy_aad(format: u8, key_id: &str, canonical_context: &[u8]) -> Result<Vec<u8>, KmsError> {
+    let mut a = header(format, key_id)?;
     a.extend_from_slice(&Sha256::digest(canonical_context));
     Ok(a)
 }
@@ -157,7 +178,7 @@ pub fn proxy_aad(key_id: &str, canonical_context: &[u8]) -> Result<Vec<u8>, KmsE
 impl XksBlob {
     /// Serializes the blob.
     pub fn encode(&self) -> Result<Vec<u8>, KmsError> {
-        let mut b = header(&self.key_id)?;
+        let mut b = header(self.format, &self.key_id)?;
         b.extend_from_slice(&self.inner_iv);
         let ivlen = u8::try_from(self.proxy_iv.len()).map_err(|_| KmsError::internal("bad IV"))?;
         b.push(ivlen);
@@ -184,7 +205,8 @@ impl XksBlob {
             r = b;
             Ok(a)
         };
-        if take(1)? != [FORMAT_XKS] {
+        let format = take(1)?[0];
+        if !is_xks_format(format) {
             return Err(invalid());
         }
         let n = usize::from(take(1)?[0]);
@@ -210,6 +232,7 @@ impl XksBlob {
             return Err(invalid());
         }
         Ok(Self {
+            format,
             key_id,
             inner_iv,
             proxy_iv,
@@ -232,6 +255,7 @@ mod tests {
     #[test]
     fn blobs_round_trip_and_reject_damage() {
         let b = XksBlob {
+            format: FORMAT_XKS,
             key_id: "1234abcd-12ab-34cd-56ef-1234567890ab".into(),
             inner_iv: [1; 12],
             proxy_iv: vec![2; 16],
@@ -245,6 +269,9 @@ mod tests {
         for cut in [0, 1, 10, 40, 60, 80] {
             assert!(XksBlob::decode(&bytes[..cut]).is_err(), "cut {cut}");
         }
+        let mut old = bytes.clone();
+        old[0] = FORMAT_XKS_V1;
+        assert_eq!(XksBlob::decode(&old).expect("v1").format, FORMAT_XKS_V1);
         let mut bad = bytes;
         bad[0] = 1;
         assert!(XksBlob::decode(&bad).is_err());

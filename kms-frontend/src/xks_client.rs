@@ -34,6 +34,17 @@
 //! connection, and callers that care (CreateKey's `XksKeyNotFoundException`,
 //! `XksKeyInvalidConfigurationException`) match on [`XksCallError::Proxy`]'s `name` first.
 //!
+//! Where a proxy may be: never a link-local or cloud metadata address (169.254.0.0/16,
+//! fe80::/10, fd00:ec2::254), and, unless [`XksClientConfig::allow_private_endpoints`],
+//! never a loopback or private one either ([`EndpointPolicy`]). The rule is applied to the
+//! addresses actually connected to, before connecting: an IP endpoint when the URL is
+//! formed, a host name's addresses (from DNS or a [`XksClientConfig::resolve`] entry) in the
+//! client's resolver, so a name that resolves to a refused address is refused too. A refused
+//! endpoint is `Unreachable` (`XKS_PROXY_NOT_REACHABLE`, `XksProxyUriUnreachableException`
+//! at Create/UpdateCustomKeyStore): KMS could not reach such an address either, it is not a
+//! wrong proxy configuration (`XKS_PROXY_INVALID_CONFIGURATION` means the proxy answered
+//! that the URI path is wrong).
+//!
 //! Requests that cannot be formed at all (an endpoint that is not `https://host`, a URI path
 //! that is not `[/prefix]/kms/xks/v1`, a key id outside the XKS alphabet) never leave the
 //! process: a non-HTTPS endpoint is `Tls`, anything else `Unreachable`.
@@ -42,10 +53,11 @@
 //! not in any `Debug` output or error message), follow redirects, use an HTTP proxy, or
 //! speak plain HTTP.
 
+use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -92,6 +104,8 @@ pub struct XksClientConfig {
     pub client_identity: Option<ClientIdentity>,
     /// The budget of one call, connection set-up and reading the answer included.
     pub timeout: Duration,
+    /// Whether loopback and private addresses may be called (see [`EndpointPolicy`]).
+    pub allow_private_endpoints: bool,
 }
 
 impl XksClientConfig {
@@ -103,7 +117,112 @@ impl XksClientConfig {
             resolve: Vec::new(),
             client_identity: None,
             timeout: DEFAULT_TIMEOUT,
+            allow_private_endpoints: true,
         }
+    }
+}
+
+/// Which addresses a proxy endpoint may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointPolicy {
+    /// Whether loopback (127.0.0.0/8, ::1), private (10/8, 172.16/12, 192.168/16, fc00::/7)
+    /// and shared (100.64/10) addresses are allowed. Link-local and cloud metadata
+    /// addresses are refused whatever this says.
+    pub allow_private: bool,
+}
+
+impl EndpointPolicy {
+    /// Why `ip` may not be called, or `None` when it may.
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        // ::ffff:169.254.169.254 reaches the same host as 169.254.169.254.
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => self.refusal_v4(v4),
+            IpAddr::V6(v6) => self.refusal_v6(v6),
+        }
+    }
+
+    fn refusal_v4(&self, ip: Ipv4Addr) -> Option<&'static str> {
+        if ip.is_link_local() {
+            return Some("a link-local or cloud metadata address (169.254.0.0/16)");
+        }
+        let [a, b, ..] = ip.octets();
+        let private = ip.is_loopback()
+            || ip.is_unspecified()
+            || ip.is_private()
+            || (a == 100 && (64..128).contains(&b));
+        (private && !self.allow_private)
+            .then_some("a loopback or private address (xks.allow_private_endpoints = false)")
+    }
+
+    fn refusal_v6(&self, ip: Ipv6Addr) -> Option<&'static str> {
+        // fe80::/10, and the metadata service of EC2's IPv6 (Nitro) instances.
+        const EC2_METADATA: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+        if (ip.segments()[0] & 0xffc0) == 0xfe80 || ip == EC2_METADATA {
+            return Some("a link-local or cloud metadata address (fe80::/10, fd00:ec2::254)");
+        }
+        let private =
+            ip.is_loopback() || ip.is_unspecified() || (ip.segments()[0] & 0xfe00) == 0xfc00;
+        (private && !self.allow_private)
+            .then_some("a loopback or private address (xks.allow_private_endpoints = false)")
+    }
+
+    /// An [`XksCallError::Unreachable`] for `ip` (of `host`), if it is refused.
+    fn check(&self, host: &str, ip: IpAddr) -> Result<(), RefusedAddress> {
+        match self.refusal(ip) {
+            Some(why) => Err(RefusedAddress {
+                host: host.to_owned(),
+                ip,
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A proxy endpoint whose address the [`EndpointPolicy`] refuses; no connection was made.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the endpoint {host} is {ip}, {why}: not called")]
+struct RefusedAddress {
+    host: String,
+    ip: IpAddr,
+    why: &'static str,
+}
+
+/// The client's resolver: `[xks.resolve]` overrides, else the system's, then the
+/// [`EndpointPolicy`] on every address, so what is connected to has passed it. (reqwest's
+/// own overrides would bypass a custom resolver, so they are applied here instead.)
+#[derive(Debug)]
+struct CheckedResolver {
+    overrides: HashMap<String, Vec<SocketAddr>>,
+    policy: EndpointPolicy,
+}
+
+impl reqwest::dns::Resolve for CheckedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        let overridden = self.overrides.get(&host).cloned();
+        let policy = self.policy;
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = match overridden {
+                Some(addrs) => addrs,
+                // Port 0: the connector puts the URL's port (443) in.
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
+            let mut allowed = Vec::with_capacity(addrs.len());
+            let mut refused = None;
+            for a in addrs {
+                match policy.check(&host, a.ip()) {
+                    Ok(()) => allowed.push(a),
+                    Err(e) => refused = refused.or(Some(e)),
+                }
+            }
+            match refused {
+                // One refused address refuses the name: a name that also resolves to the
+                // metadata service is not one to send a signed request to.
+                Some(e) => Err(Box::new(e) as Box<dyn StdError + Send + Sync>),
+                None => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
     }
 }
 
@@ -206,6 +325,7 @@ impl XksCallError {
 pub struct XksClient {
     http: reqwest::Client,
     timeout: Duration,
+    policy: EndpointPolicy,
 }
 
 impl XksClient {
@@ -226,16 +346,49 @@ impl XksClient {
             .no_proxy()
             .timeout(cfg.timeout)
             .user_agent(USER_AGENT);
+        let mut overrides: HashMap<String, Vec<SocketAddr>> = HashMap::new();
         for (host, addr) in &cfg.resolve {
-            builder = builder.resolve(host, *addr);
+            overrides.entry(host.clone()).or_default().push(*addr);
         }
+        let policy = EndpointPolicy {
+            allow_private: cfg.allow_private_endpoints,
+        };
+        builder = builder.dns_resolver(Arc::new(CheckedResolver { overrides, policy }));
         let http = builder
             .build()
             .map_err(|e| XksCallError::Tls(format!("cannot build the HTTPS client: {e}")))?;
         Ok(Self {
             http,
             timeout: cfg.timeout,
+            policy,
         })
+    }
+
+    /// Refuses `endpoint` (a URL) when its host is an IP address the [`EndpointPolicy`]
+    /// refuses. Host names are checked when they are resolved, on every call; this check
+    /// covers IP endpoints, which are connected to without resolving.
+    ///
+    /// # Errors
+    ///
+    /// [`XksCallError::Unreachable`] naming the address and why it is refused.
+    pub fn check_endpoint(&self, endpoint: &str) -> Result<(), XksCallError> {
+        let Ok(url) = reqwest::Url::parse(endpoint) else {
+            // Not a URL: forming the request reports it.
+            return Ok(());
+        };
+        // The URL parser normalises IPv4 forms (`2852039166`, `0xa9.254.169.254`) to dotted
+        // quads and writes IPv6 in brackets.
+        let host = url.host_str().unwrap_or_default();
+        let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        else {
+            return Ok(());
+        };
+        self.policy
+            .check(host, ip)
+            .map_err(|e| XksCallError::Unreachable(e.to_string()))
     }
 
     /// GetHealthStatus: `POST {endpoint}{path}/health`, response validated
@@ -355,6 +508,7 @@ impl XksClient {
         url: &str,
         body: &B,
     ) -> Result<R, XksCallError> {
+        self.check_endpoint(url)?;
         // The body may carry a plaintext in base64: keep our copy in a wiped buffer.
         let mut json = Zeroizing::new(Vec::with_capacity(256));
         serde_json::to_writer(&mut *json, body)
@@ -1098,6 +1252,55 @@ mod tests {
                 "{status} {body:?}: {err:?}"
             );
             assert_eq!(err.connection_error_code(), "XKS_PROXY_INVALID_RESPONSE");
+        }
+    }
+
+    #[test]
+    fn endpoint_policy_ranges() {
+        let open = EndpointPolicy {
+            allow_private: true,
+        };
+        let shared = EndpointPolicy {
+            allow_private: false,
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        for always in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "febf::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(open.refusal(ip(always)).is_some(), "{always}");
+            assert!(shared.refusal(ip(always)).is_some(), "{always}");
+        }
+        for private in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "::1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "fc00::1",
+            "fd12::1",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+        ] {
+            assert!(open.refusal(ip(private)).is_none(), "{private}");
+            assert!(shared.refusal(ip(private)).is_some(), "{private}");
+        }
+        for public in [
+            "8.8.8.8",
+            "172.32.0.1",
+            "100.128.0.1",
+            "169.255.0.1",
+            "2001:db8::1",
+            "fec0::1",
+        ] {
+            assert!(shared.refusal(ip(public)).is_none(), "{public}");
         }
     }
 

@@ -28,21 +28,6 @@ pub mod defaults {
     pub const HEALTH_CACHE_SECONDS: u64 = 10;
     /// Requests per second per key store (AWS's default quota per external key store).
     pub const REQUESTS_PER_SECOND: u32 = 1800;
-    /// Most connections open at once.
-    pub const MAX_CONNECTIONS: usize = 4096;
-    /// Most requests in flight at once (health exempt).
-    pub const MAX_IN_FLIGHT_REQUESTS: usize = 1024;
-    /// Idle connections are closed after this many seconds.
-    pub const IDLE_TIMEOUT_SECONDS: u64 = 60;
-    /// From accept to the first request's complete headers (TLS handshake included), and
-    /// for each later request's headers on HTTP/1.1 (milliseconds).
-    pub const REQUEST_HEADER_TIMEOUT_MS: u64 = 10_000;
-    /// From a request's headers to the end of its body (milliseconds).
-    pub const REQUEST_BODY_TIMEOUT_MS: u64 = 10_000;
-    /// Longest accepted header or body deadline (milliseconds).
-    pub const MAX_REQUEST_TIMEOUT_MS: u64 = 300_000;
-    /// Most concurrent requests (streams) on one h2 connection.
-    pub const MAX_CONCURRENT_STREAMS: u32 = 200;
     /// How often watched files are checked for changes (milliseconds; 0 disables).
     pub const RELOAD_POLL_MS: u64 = 1000;
     /// The admin listener's address: loopback only.
@@ -51,34 +36,7 @@ pub mod defaults {
     pub const SIGV4_SERVICE: &str = "kms-xks-proxy";
 }
 
-/// Why the configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The config file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML for this schema.
-    #[error("config {path} is not valid: {message}")]
-    Parse {
-        /// The config file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
-    },
-    /// One or more settings are invalid.
-    #[error("config {path} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
-    Invalid {
-        /// The config file.
-        path: PathBuf,
-        /// Every problem found.
-        problems: Vec<String>,
-    },
-}
+pub use service_config::{ConfigError, LogFormat};
 
 // ---------------------------------------------------------------------------------------
 // Raw form: what the TOML says.
@@ -267,23 +225,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// TLS files, or `None` for plain HTTP (explicit opt-in only).
     pub tls: Option<TlsFiles>,
-    /// Most connections open at once; further clients wait in the listen backlog.
-    pub max_connections: usize,
-    /// Most authenticated requests in flight at once (counted from the verified signature);
-    /// more get 429 ThrottlingException (health exempt).
-    pub max_in_flight_requests: usize,
-    /// A connection with no request in flight for this long is closed (bytes that do not
-    /// complete a request do not count), and a write the client does not read for this long
-    /// fails.
-    pub idle_timeout: Duration,
-    /// From accept to the first request's complete headers (TLS handshake, protocol sniff
-    /// and headers); on HTTP/1.1 also each later request's headers, from their first byte.
-    pub request_header_timeout: Duration,
-    /// From a request's headers to the end of its body; a body not complete by then is a
-    /// 400 ValidationException.
-    pub request_body_timeout: Duration,
-    /// Most concurrent requests (streams) on one h2 connection.
-    pub max_concurrent_streams: u32,
+    /// Connection limits, deadlines, the h2 stream limit and the in-flight limit (counted
+    /// from the verified signature, health exempt): the `[server]` limit settings both
+    /// services share (`https_server::ServerLimitSettings`).
+    pub limits: https_server::ServerLimits,
     /// How often config, credential, policy and TLS files are checked for changes
     /// (`None`: only SIGHUP reloads).
     pub reload_poll: Option<Duration>,
@@ -362,15 +307,6 @@ pub struct HealthConfig {
     pub cache: Duration,
     /// `xksProxyFleetSize`: how many proxy instances serve this endpoint.
     pub fleet_size: u32,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 /// Log settings.
@@ -506,19 +442,16 @@ impl ProxyConfig {
 
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_toml(&text, path)
+        let raw: RawConfig = service_config::read_toml(path)?;
+        Self::from_raw(raw, path)
     }
 
     /// Validates config text; `path` names the file and anchors relative paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        Self::from_raw(service_config::parse_toml(text, path)?, path)
+    }
+
+    fn from_raw(raw: RawConfig, path: &Path) -> Result<Self, ConfigError> {
         let base = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
@@ -593,36 +526,15 @@ impl Validator {
             ));
             SocketAddr::from(([127, 0, 0, 1], 0))
         });
-        let max_connections = raw.max_connections.unwrap_or(defaults::MAX_CONNECTIONS);
-        let max_in_flight_requests = raw
-            .max_in_flight_requests
-            .unwrap_or(defaults::MAX_IN_FLIGHT_REQUESTS);
-        if max_connections == 0 || max_in_flight_requests == 0 {
-            self.problem("server.max_connections and server.max_in_flight_requests: at least 1");
+        let limits = https_server::ServerLimitSettings {
+            max_connections: raw.max_connections,
+            max_in_flight_requests: raw.max_in_flight_requests,
+            idle_timeout_seconds: raw.idle_timeout_seconds,
+            request_header_timeout_ms: raw.request_header_timeout_ms,
+            request_body_timeout_ms: raw.request_body_timeout_ms,
+            max_concurrent_streams: raw.max_concurrent_streams,
         }
-        let idle_timeout = Duration::from_secs(
-            raw.idle_timeout_seconds
-                .unwrap_or(defaults::IDLE_TIMEOUT_SECONDS),
-        );
-        if idle_timeout.is_zero() {
-            self.problem("server.idle_timeout_seconds: at least 1");
-        }
-        let request_header_timeout = self.request_timeout(
-            "server.request_header_timeout_ms",
-            raw.request_header_timeout_ms,
-            defaults::REQUEST_HEADER_TIMEOUT_MS,
-        );
-        let request_body_timeout = self.request_timeout(
-            "server.request_body_timeout_ms",
-            raw.request_body_timeout_ms,
-            defaults::REQUEST_BODY_TIMEOUT_MS,
-        );
-        let max_concurrent_streams = raw
-            .max_concurrent_streams
-            .unwrap_or(defaults::MAX_CONCURRENT_STREAMS);
-        if max_concurrent_streams == 0 {
-            self.problem("server.max_concurrent_streams: at least 1");
-        }
+        .validate(&mut self.problems);
         let reload_poll = match raw.reload_poll_ms.unwrap_or(defaults::RELOAD_POLL_MS) {
             0 => None,
             ms => Some(Duration::from_millis(ms)),
@@ -634,12 +546,7 @@ impl Validator {
         ServerConfig {
             listen,
             tls,
-            max_connections,
-            max_in_flight_requests,
-            idle_timeout,
-            request_header_timeout,
-            request_body_timeout,
-            max_concurrent_streams,
+            limits,
             reload_poll,
             worker_threads,
         }
@@ -719,11 +626,14 @@ impl Validator {
     /// `[logging]`.
     fn logging(&mut self, raw: RawLogging) -> LoggingConfig {
         LoggingConfig {
-            format: match raw.format.as_deref().unwrap_or("text") {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    self.problem(format!("logging.format: '{other}' is not 'text' or 'json'"));
+            format: match raw.format.as_deref().map(LogFormat::parse) {
+                None => LogFormat::Text,
+                Some(Some(format)) => format,
+                Some(None) => {
+                    self.problem(format!(
+                        "logging.format: '{}' is not 'text' or 'json'",
+                        raw.format.as_deref().unwrap_or_default()
+                    ));
                     LogFormat::Text
                 }
             },
@@ -754,18 +664,6 @@ impl Validator {
             }
         }
         key_stores
-    }
-
-    /// A `[server]` deadline in milliseconds: 1 ms to [`defaults::MAX_REQUEST_TIMEOUT_MS`].
-    fn request_timeout(&mut self, key: &str, raw: Option<u64>, default: u64) -> Duration {
-        let ms = raw.unwrap_or(default);
-        if ms == 0 || ms > defaults::MAX_REQUEST_TIMEOUT_MS {
-            self.problem(format!(
-                "{key}: {ms} is not between 1 and {} milliseconds",
-                defaults::MAX_REQUEST_TIMEOUT_MS
-            ));
-        }
-        Duration::from_millis(ms)
     }
 
     fn limits(&mut self, raw: &RawLimits) -> Limits {

@@ -11,7 +11,7 @@ use crate::config::{ProxyConfig, TlsFiles};
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
-use crate::server::{ConnectionLimits, Transport, bind, serve};
+use crate::server::{Transport, bind, serve};
 use crate::state::ProxyState;
 
 /// Why the server could not run.
@@ -126,7 +126,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     let app = router(AppState {
         live: live.clone(),
         metrics: metrics.clone(),
-        in_flight: Arc::new(Semaphore::new(cfg.server.max_in_flight_requests)),
+        in_flight: Arc::new(Semaphore::new(cfg.server.limits.max_in_flight_requests)),
     });
 
     let listener = bind(cfg.server.listen)
@@ -175,13 +175,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     if let Some((l, _)) = admin {
         tokio::spawn(serve_admin(l, metrics.clone()));
     }
-    let limits = ConnectionLimits {
-        max_connections: cfg.server.max_connections,
-        idle_timeout: cfg.server.idle_timeout,
-        request_header_timeout: cfg.server.request_header_timeout,
-        body_timeout: cfg.server.request_body_timeout,
-        max_concurrent_streams: cfg.server.max_concurrent_streams,
-    };
+    let limits = cfg.server.limits.connection;
     // The config holds the credentials' secrets; the live state has its own copies, which a
     // reload replaces. Keeping this one would keep a removed credential's secret in memory.
     drop(cfg);

@@ -25,8 +25,10 @@
 mod body;
 mod connection;
 mod io;
+mod settings;
 
 pub use body::{BodyTimeout, find_body_timeout};
+pub use settings::{ServerLimitSettings, ServerLimits, defaults};
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -91,15 +93,17 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// Default [`Self::max_connections`].
-    pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+    pub const DEFAULT_MAX_CONNECTIONS: usize = defaults::MAX_CONNECTIONS;
     /// Default [`Self::idle_timeout`].
-    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(defaults::IDLE_TIMEOUT_SECONDS);
     /// Default [`Self::request_header_timeout`] (what the TLS handshake alone had before).
-    pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration =
+        Duration::from_millis(defaults::REQUEST_HEADER_TIMEOUT_MS);
     /// Default [`Self::body_timeout`].
-    pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_BODY_TIMEOUT: Duration =
+        Duration::from_millis(defaults::REQUEST_BODY_TIMEOUT_MS);
     /// Default [`Self::max_concurrent_streams`] (hyper's own default).
-    pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 200;
+    pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = defaults::MAX_CONCURRENT_STREAMS;
 }
 
 impl Default for ConnectionLimits {

@@ -196,6 +196,10 @@ pub enum ScenarioName {
     KmsDecrypt,
     /// KMS GenerateDataKey, AES_256 (--key-id).
     KmsGenerateDataKey,
+    /// KMS Sign of a RAW message (--key-id, --size, --signing-algorithm).
+    KmsSign,
+    /// KMS Verify of one signature made at start (--key-id, --size, --signing-algorithm).
+    KmsVerify,
 }
 
 /// `--origin` values.
@@ -231,7 +235,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub kms_endpoint: Option<String>,
     /// The XKS external key id (XKS scenarios) or the KMS key id, ARN or alias (kms-encrypt,
-    /// kms-decrypt, kms-generate-data-key).
+    /// kms-decrypt, kms-generate-data-key, kms-sign, kms-verify).
     #[arg(long)]
     pub key_id: Option<String>,
     /// SigV4 access key id.
@@ -277,7 +281,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub tls_resumption: bool,
 
-    /// Plaintext size in bytes (xks-encrypt/-decrypt/-mixed, kms-encrypt/-decrypt).
+    /// Plaintext size in bytes (xks-encrypt/-decrypt/-mixed, kms-encrypt/-decrypt); message
+    /// size for kms-sign/-verify.
     #[arg(long, default_value_t = 32)]
     pub size: usize,
     /// Size in bytes of random additional authenticated data (XKS scenarios).
@@ -286,6 +291,9 @@ pub struct RunArgs {
     /// Ask for a ciphertext data integrity value (XKS Encrypt).
     #[arg(long)]
     pub cdiv: bool,
+    /// kms-sign / kms-verify: the signing algorithm (one the key's spec allows).
+    #[arg(long, default_value = "ECDSA_SHA_256")]
+    pub signing_algorithm: String,
     /// kms-create-key: the key spec.
     #[arg(long, value_enum, default_value = "SYMMETRIC_DEFAULT")]
     pub key_spec: KeySpecArg,
@@ -520,6 +528,16 @@ pub fn build(args: &RunArgs) -> Result<(Target, Scenario, HttpOptions, RunConfig
         },
         ScenarioName::KmsGenerateDataKey => Scenario::KmsGenerateDataKey {
             key_id: kms_key_id()?,
+        },
+        ScenarioName::KmsSign => Scenario::KmsSign {
+            key_id: kms_key_id()?,
+            size: args.size,
+            algorithm: args.signing_algorithm.clone(),
+        },
+        ScenarioName::KmsVerify => Scenario::KmsVerify {
+            key_id: kms_key_id()?,
+            size: args.size,
+            algorithm: args.signing_algorithm.clone(),
         },
     };
     let target = if scenario.is_xks() {

@@ -136,6 +136,24 @@ pub enum Scenario {
         /// Key id, ARN or alias.
         key_id: String,
     },
+    /// KMS Sign of a random `size`-byte message (`MessageType` `RAW`).
+    KmsSign {
+        /// Key id, ARN or alias of a `SIGN_VERIFY` key.
+        key_id: String,
+        /// Message size in bytes (KMS allows up to 4,096).
+        size: usize,
+        /// The `SigningAlgorithm`.
+        algorithm: String,
+    },
+    /// KMS Verify of one signature made by a Sign at setup.
+    KmsVerify {
+        /// Key id, ARN or alias of a `SIGN_VERIFY` key.
+        key_id: String,
+        /// Message size in bytes.
+        size: usize,
+        /// The `SigningAlgorithm`.
+        algorithm: String,
+    },
 }
 
 impl Scenario {
@@ -151,6 +169,8 @@ impl Scenario {
             Self::KmsEncrypt { .. } => "kms-encrypt",
             Self::KmsDecrypt { .. } => "kms-decrypt",
             Self::KmsGenerateDataKey { .. } => "kms-generate-data-key",
+            Self::KmsSign { .. } => "kms-sign",
+            Self::KmsVerify { .. } => "kms-verify",
         }
     }
 
@@ -318,7 +338,10 @@ impl Prepared {
             Scenario::XksEncrypt(o) | Scenario::XksDecrypt(o) | Scenario::XksMixed(o) => {
                 (o.size, o.aad_size)
             }
-            Scenario::KmsEncrypt { size, .. } | Scenario::KmsDecrypt { size, .. } => (*size, None),
+            Scenario::KmsEncrypt { size, .. }
+            | Scenario::KmsDecrypt { size, .. }
+            | Scenario::KmsSign { size, .. }
+            | Scenario::KmsVerify { size, .. } => (*size, None),
             _ => (0, None),
         };
         let urls = match &target {
@@ -391,6 +414,25 @@ impl Prepared {
                 };
                 let mut fields = serde_json::Map::new();
                 fields.insert("CiphertextBlob".to_owned(), blob.clone());
+                fields
+            }
+            Scenario::KmsVerify {
+                key_id, algorithm, ..
+            } => {
+                let request = prepared.kms_request(
+                    "Sign",
+                    "TrentService.Sign",
+                    json!({"KeyId": key_id, "Message": prepared.plaintext_b64, "SigningAlgorithm": algorithm}),
+                );
+                let response = prepared.setup_call(client, request).await?;
+                let Some(signature) = response.get("Signature").filter(|v| v.is_string()) else {
+                    return Err(SetupError::Request {
+                        operation: "Sign",
+                        problem: "the response has no Signature".to_owned(),
+                    });
+                };
+                let mut fields = serde_json::Map::new();
+                fields.insert("Signature".to_owned(), signature.clone());
                 fields
             }
             _ => serde_json::Map::new(),
@@ -565,6 +607,18 @@ impl Prepared {
                 "TrentService.GenerateDataKey",
                 json!({"KeyId": key_id, "KeySpec": "AES_256"}),
             ),
+            Scenario::KmsSign { key_id, algorithm, .. } => self.kms_request(
+                "Sign",
+                "TrentService.Sign",
+                json!({"KeyId": key_id, "Message": self.plaintext_b64, "SigningAlgorithm": algorithm}),
+            ),
+            Scenario::KmsVerify { key_id, algorithm, .. } => {
+                let mut body = json!({"KeyId": key_id, "Message": self.plaintext_b64, "SigningAlgorithm": algorithm});
+                for (name, value) in &self.decrypt_fields {
+                    body[name.as_str()] = value.clone();
+                }
+                self.kms_request("Verify", "TrentService.Verify", body)
+            }
         }
     }
 }

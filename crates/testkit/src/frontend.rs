@@ -277,6 +277,18 @@ impl RunningFrontend {
         c.output().expect("the AWS CLI must be installed (pip install awscli); the README's test command installs it")
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Rewrites the config from the fixture (e.g. after changing its principals) and sends
+    /// SIGHUP, which makes the front end reload its principals.
+    pub fn reload(&self) {
+        self.fixture.write_config();
+        crate::signal_process(self.pid(), "HUP");
+    }
+
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();

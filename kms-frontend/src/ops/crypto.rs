@@ -39,6 +39,12 @@ fn b64(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
 
+/// A plaintext or data key as a response member: the base64 text is allocated once at its
+/// size and moved (not copied) into the value, which `protocol::ok` wipes after serializing.
+fn secret_b64(bytes: &[u8]) -> Value {
+    Value::String(STANDARD.encode(bytes))
+}
+
 /// `EncryptionContext` (string map): keys and values, validated.
 fn context(
     v: &mut Violations,
@@ -128,11 +134,12 @@ async fn xks_encrypt(
     ctx: &BTreeMap<String, String>,
     op: Operation,
 ) -> Result<Vec<u8>, KmsError> {
-    let canonical = crate::blob::canonical_context(ctx);
-    let mut inner_aad = crate::xks::header(&key.key_id)?;
+    let format = crate::xks::FORMAT_XKS;
+    let canonical = crate::blob::canonical_context(ctx, crate::xks::context_encoding(format));
+    let mut inner_aad = crate::xks::header(format, &key.key_id)?;
     inner_aad.extend_from_slice(&canonical);
     let (inner_iv, inner) = crate::blob::inner_seal(material, &inner_aad, plaintext)?;
-    let proxy_aad = crate::xks::proxy_aad(&key.key_id, &canonical)?;
+    let proxy_aad = crate::xks::proxy_aad(format, &key.key_id, &canonical)?;
     let (store, secret, meta) = proxy_call_parts(kms, caller, key, op)?;
     let target = crate::xks_client::ProxyTarget {
         uri_endpoint: &store.uri_endpoint,
@@ -150,6 +157,7 @@ async fn xks_encrypt(
     let mut proxy_tag = [0u8; 16];
     proxy_tag.copy_from_slice(out.authentication_tag.as_slice());
     crate::xks::XksBlob {
+        format,
         key_id: key.key_id.clone(),
         inner_iv,
         proxy_iv: out.initialization_vector.0,
@@ -169,8 +177,9 @@ async fn xks_decrypt(
     ctx: &BTreeMap<String, String>,
     op: Operation,
 ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-    let canonical = crate::blob::canonical_context(ctx);
-    let proxy_aad = crate::xks::proxy_aad(&key.key_id, &canonical)?;
+    // An old (v1) blob is opened with the encoding its tags were made over.
+    let canonical = crate::blob::canonical_context(ctx, crate::xks::context_encoding(blob.format));
+    let proxy_aad = crate::xks::proxy_aad(blob.format, &key.key_id, &canonical)?;
     let (store, secret, meta) = proxy_call_parts(kms, caller, key, op)?;
     let target = crate::xks_client::ProxyTarget {
         uri_endpoint: &store.uri_endpoint,
@@ -196,7 +205,7 @@ async fn xks_decrypt(
         .await
         .map_err(|e| crate::xks::surface(crate::xks::CallSite::Crypto, &e))?;
     let m = material(kms, key)?;
-    let mut inner_aad = crate::xks::header(&key.key_id)?;
+    let mut inner_aad = crate::xks::header(blob.format, &key.key_id)?;
     inner_aad.extend_from_slice(&canonical);
     crate::blob::inner_open(&m, &blob.inner_iv, &inner_aad, &inner)
 }
@@ -251,7 +260,9 @@ pub(super) async fn encrypt(
 ) -> Result<Value, KmsError> {
     let mut v = Violations::new();
     let key_id = required_key_id(input.key_id.as_deref());
-    let plaintext = blob("Plaintext", input.plaintext.as_deref())?;
+    // The base64 text is moved out of the parsed request (not copied) and wiped here.
+    let plaintext_b64 = input.plaintext.map(Zeroizing::new);
+    let plaintext = blob("Plaintext", plaintext_b64.as_ref().map(|p| p.as_str()))?;
     match &plaintext {
         None => v.add("null", "plaintext", "Member must not be null"),
         Some(p) => v.range(p.len() as i64, "plaintext", 1, 4096),
@@ -291,7 +302,7 @@ async fn open_blob(
     op: Operation,
 ) -> Result<(KeyRecord, Zeroizing<Vec<u8>>), KmsError> {
     let xks_blob = match crate::xks::blob_format(blob) {
-        Some(crate::xks::FORMAT_XKS) => Some(crate::xks::XksBlob::decode(blob)?),
+        Some(f) if crate::xks::is_xks_format(f) => Some(crate::xks::XksBlob::decode(blob)?),
         _ => None,
     };
     let named = match &xks_blob {
@@ -387,9 +398,9 @@ pub(super) async fn decrypt(
     )
     .await?;
     dry_run(input.dry_run)?;
-    Ok(
-        json!({"KeyId": key.arn, "Plaintext": b64(&plaintext), "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}),
-    )
+    let mut out = json!({"KeyId": key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"});
+    out["Plaintext"] = secret_b64(&plaintext);
+    Ok(out)
 }
 
 #[derive(Debug, Deserialize)]
@@ -466,7 +477,7 @@ pub(super) async fn generate_data_key(
     let blob = encrypt_with(kms, caller, &key, &data_key, &ctx, op).await?;
     let mut out = json!({"CiphertextBlob": b64(&blob), "KeyId": key.arn});
     if with_plaintext {
-        out["Plaintext"] = json!(b64(&data_key));
+        out["Plaintext"] = secret_b64(&data_key);
     }
     Ok(out)
 }
@@ -603,5 +614,5 @@ pub(super) fn generate_random(
     let mut bytes = Zeroizing::new(vec![0u8; usize::try_from(n).unwrap_or(1)]);
     getrandom::fill(&mut bytes)
         .map_err(|e| KmsError::internal(format!("random source failed: {e}")))?;
-    Ok(json!({"Plaintext": b64(&bytes)}))
+    Ok(json!({"Plaintext": secret_b64(&bytes)}))
 }

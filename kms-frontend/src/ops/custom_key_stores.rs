@@ -371,8 +371,13 @@ pub(super) fn create(kms: &Kms, caller: &Caller, input: CreateInput) -> Result<V
         connection_error_code: None,
         creation_date_ms: kms.clock.now_ms(),
     };
-    // Uniqueness first (cheap, no network), then the proxy's health check for public stores.
+    // Uniqueness first (cheap, no network), then the endpoint rule (an IP endpoint KMS could
+    // not reach, whatever the connectivity), then the proxy's health check for public
+    // stores, whose connection applies the rule to the addresses a host name resolves to.
     check_unique(kms, caller, &record, None)?;
+    kms.xks
+        .check_endpoint(&record.uri_endpoint)
+        .map_err(|e| surface(CallSite::ManageStore, &e))?;
     if !vpc {
         health_check(
             kms,
@@ -703,6 +708,9 @@ pub(super) fn update(kms: &Kms, caller: &Caller, input: UpdateInput) -> Result<V
         ));
     }
     check_unique(kms, caller, &s, Some(&s.id))?;
+    kms.xks
+        .check_endpoint(&s.uri_endpoint)
+        .map_err(|e| surface(CallSite::ManageStore, &e))?;
     // KMS checks a public store's proxy on every update, whatever changed.
     let _ = credential_changed;
     if s.connectivity == "PUBLIC_ENDPOINT" {

@@ -1,8 +1,10 @@
 //! The KMS operations, one module per family, dispatched by `X-Amz-Target`.
 
 mod aliases;
+mod asymmetric;
 mod crypto;
 mod custom_key_stores;
+mod data_key_pairs;
 mod keys;
 mod tags_policies;
 
@@ -48,6 +50,16 @@ pub fn dispatch(
         "PutKeyPolicy" => tags_policies::put_key_policy(kms, caller, parse(body)?),
         "ListKeyPolicies" => tags_policies::list_key_policies(kms, caller, parse(body)?),
         "GenerateRandom" => crypto::generate_random(kms, caller, parse(body)?),
+        // Asymmetric: CPU work (RSA, key pair generation), so on the blocking pool.
+        "GetPublicKey" => asymmetric::get_public_key(kms, caller, parse(body)?),
+        "Sign" => asymmetric::sign(kms, caller, parse(body)?),
+        "Verify" => asymmetric::verify(kms, caller, parse(body)?),
+        "GenerateDataKeyPair" => {
+            data_key_pairs::generate_data_key_pair(kms, caller, parse(body)?, true)
+        }
+        "GenerateDataKeyPairWithoutPlaintext" => {
+            data_key_pairs::generate_data_key_pair(kms, caller, parse(body)?, false)
+        }
         _ => Err(unknown_operation(operation)),
     }
 }
@@ -89,13 +101,10 @@ const MODELED_BUT_UNSERVED: &[&str] = &[
     "DisableKeyRotation",
     "EnableKeyRotation",
     "Encapsulate",
-    "GenerateDataKeyPair",
-    "GenerateDataKeyPairWithoutPlaintext",
     "GenerateMac",
     "GetKeyLastUsage",
     "GetKeyRotationStatus",
     "GetParametersForImport",
-    "GetPublicKey",
     "ImportKeyMaterial",
     "ListGrants",
     "ListKeyRotations",
@@ -104,9 +113,7 @@ const MODELED_BUT_UNSERVED: &[&str] = &[
     "RetireGrant",
     "RevokeGrant",
     "RotateKeyOnDemand",
-    "Sign",
     "UpdatePrimaryRegion",
-    "Verify",
     "VerifyMac",
 ];
 

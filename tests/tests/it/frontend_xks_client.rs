@@ -85,6 +85,7 @@ fn client(trust: RootCertificates, resolve: &[(&str, u16)], timeout: Duration) -
             .collect(),
         client_identity: None,
         timeout,
+        allow_private_endpoints: true,
     })
     .expect("XKS client")
 }

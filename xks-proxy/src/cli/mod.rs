@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{LogFormat, ProxyConfig};
+use crate::config::ProxyConfig;
 use crate::keystore::StoreError;
 use crate::local;
 
@@ -210,19 +210,7 @@ fn check_config(args: CheckConfigArgs) -> Result<(), CliError> {
 }
 
 fn init_logging(cfg: &ProxyConfig) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&cfg.logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // A second init (tests driving the library) is harmless: keep the first subscriber.
-    let _ = match cfg.logging.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    service_config::init_logging(&cfg.logging.level, cfg.logging.format);
 }
 
 /// The whole program: parse the command line, run, print the error and set the exit code.

@@ -411,7 +411,8 @@ async fn read_body(
         }
     })?;
     let bytes: Bytes = collected.to_bytes();
-    Ok(Zeroizing::new(bytes.to_vec()))
+    // Vec::from(Bytes) takes the buffer over when it is the only owner: no second copy.
+    Ok(Zeroizing::new(Vec::from(bytes)))
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, XksError> {
