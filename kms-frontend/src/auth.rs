@@ -27,6 +27,12 @@ pub struct Caller {
     pub partition: &'static str,
     /// The request id (`x-amzn-RequestId`), also sent to XKS proxies as `kmsRequestId`.
     pub request_id: String,
+    /// The caller's identity policies (the allow-all policy when none is attached).
+    pub identity: Arc<Vec<crate::authz::Policy>>,
+    /// The peer address the request came from (`aws:SourceIp`), when the listener knows it.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Whether the operation may use another account's key by ARN ("Cross-account use").
+    pub cross_account: bool,
 }
 
 #[derive(Debug)]
@@ -35,6 +41,7 @@ struct Entry {
     account_id: String,
     principal_arn: String,
     regions: Vec<String>,
+    identity: Arc<Vec<crate::authz::Policy>>,
 }
 
 /// One generation of the configured principals, replaced whole by a reload.
@@ -42,6 +49,8 @@ struct Entry {
 struct Table {
     by_access_key: HashMap<String, Entry>,
     principals: HashSet<String>,
+    served_regions: HashSet<String>,
+    require_signed_target: bool,
 }
 
 /// The configured principals and the verifier.
@@ -55,8 +64,26 @@ impl Table {
     fn from_config(cfg: &FrontendConfig) -> Self {
         let mut by_access_key = HashMap::new();
         let mut principals = HashSet::new();
+        let allow_all = Arc::new(vec![
+            crate::authz::Policy::parse(crate::authz::ALLOW_ALL_IDENTITY_POLICY)
+                .unwrap_or(crate::authz::Policy { statements: vec![] }),
+        ]);
         for a in &cfg.accounts {
             for p in &a.principals {
+                // Compatibility: a principal without identity policies may do anything its
+                // key policies allow (restricting is opt-in).
+                let identity = if p.policies.is_empty() {
+                    allow_all.clone()
+                } else {
+                    Arc::new(
+                        p.policies
+                            .iter()
+                            // The config loader refused documents that do not parse.
+                            .filter_map(|n| cfg.identity_policies.get(n))
+                            .filter_map(|text| crate::authz::Policy::parse(text).ok())
+                            .collect(),
+                    )
+                };
                 principals.insert(p.arn.clone());
                 by_access_key.insert(
                     p.access_key_id.clone(),
@@ -70,6 +97,7 @@ impl Table {
                         account_id: a.id.clone(),
                         principal_arn: p.arn.clone(),
                         regions: a.regions.clone(),
+                        identity,
                     },
                 );
             }
@@ -77,6 +105,8 @@ impl Table {
         Self {
             by_access_key,
             principals,
+            served_regions: cfg.served_regions.iter().cloned().collect(),
+            require_signed_target: cfg.require_signed_target,
         }
     }
 }
@@ -96,6 +126,19 @@ impl Callers {
     /// keep the old generation until they end; the old secrets are wiped when it is dropped.
     pub fn replace(&self, cfg: &FrontendConfig) {
         self.table.store(Arc::new(Table::from_config(cfg)));
+    }
+
+    /// Whether a request for `operation` (a KMS operation name) must sign `x-amz-target`
+    /// and did not: a signature that does not cover the operation could be replayed as
+    /// another one within the clock-skew window (`[auth] require_signed_target`).
+    pub fn check_signed_target(&self, auth: &Authorization) -> Result<(), KmsError> {
+        if self.table.load().require_signed_target && !auth.is_signed("x-amz-target") {
+            return Err(KmsError::client(
+                "IncompleteSignatureException",
+                "'x-amz-target' must be a 'SignedHeader' in the AWS Authorization.",
+            ));
+        }
+        Ok(())
     }
 
     /// How many principals are configured.
@@ -175,6 +218,13 @@ impl Callers {
                 other => KmsError::client("InvalidSignatureException", other.to_string()),
             })?;
         let region = auth.region().to_owned();
+        // The Region ends up in ARNs: only the served ones, never an arbitrary string.
+        if !table.served_regions.contains(&region) {
+            return Err(KmsError::client(
+                "InvalidSignatureException",
+                "Credential should be scoped to a valid region. ",
+            ));
+        }
         if !entry.regions.is_empty() && !entry.regions.contains(&region) {
             return Err(KmsError::client(
                 "UnrecognizedClientException",
@@ -187,6 +237,24 @@ impl Callers {
             partition: partition_for_region(&region),
             region,
             request_id: String::new(),
+            identity: entry.identity.clone(),
+            source_ip: None,
+            cross_account: false,
         })
     }
+}
+
+/// Whether `r` has the shape of a Region name (`us-east-1`, `us-gov-west-1`): lower-case
+/// letters and digits in dash-separated parts, ending in a number.
+pub fn region_shaped(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -11,6 +11,49 @@ use zeroize::Zeroizing;
 pub mod defaults {
     /// KMS keys per account and Region (AWS's default quota).
     pub const MAX_KEYS_PER_REGION: u64 = 100_000;
+
+    /// The Regions served unless the top-level `regions` says otherwise: AWS KMS's
+    /// commercial, China and GovCloud Regions (botocore's endpoints.json).
+    pub const SERVED_REGIONS: &[&str] = &[
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ca-central-1",
+        "ca-west-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "il-central-1",
+        "me-central-1",
+        "me-south-1",
+        "mx-central-1",
+        "sa-east-1",
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "cn-north-1",
+        "cn-northwest-1",
+        "us-gov-east-1",
+        "us-gov-west-1",
+    ];
 }
 
 pub use service_config::ConfigError;
@@ -18,6 +61,8 @@ pub use service_config::ConfigError;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    /// Regions served at all (default: [`defaults::SERVED_REGIONS`]).
+    regions: Option<Vec<String>>,
     server: RawServer,
     storage: RawStorage,
     root_key: RawRootKey,
@@ -31,6 +76,26 @@ struct Raw {
     xks: RawXks,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    identity_policies: Vec<RawIdentityPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    require_signed_target: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdentityPolicy {
+    name: String,
+    document: Option<String>,
+    document_file: Option<PathBuf>,
+    #[serde(default)]
+    principals: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -116,6 +181,8 @@ struct RawPrincipal {
     access_key_id: String,
     secret_file: Option<PathBuf>,
     secret_env: Option<String>,
+    #[serde(default)]
+    policies: Vec<String>,
 }
 
 /// The validated configuration.
@@ -143,6 +210,12 @@ pub struct FrontendConfig {
     pub xks: XksSettings,
     /// The admin listener (`/metrics`, `/ping`; plain HTTP, keep it on loopback), if any.
     pub admin_listen: Option<SocketAddr>,
+    /// The Regions a credential scope may name (each account's `regions` narrows it).
+    pub served_regions: Vec<String>,
+    /// Whether `x-amz-target` must be among the signed headers (`[auth]`; default true).
+    pub require_signed_target: bool,
+    /// Identity policies (the stand-in for IAM): name → JSON document.
+    pub identity_policies: std::collections::BTreeMap<String, String>,
 }
 
 /// How the front end reaches XKS proxies.
@@ -183,6 +256,8 @@ pub struct Principal {
     pub access_key_id: String,
     /// Its secret access key.
     pub secret: Zeroizing<String>,
+    /// Names of the identity policies attached to it (none: allow-all, see the README).
+    pub policies: Vec<String>,
 }
 
 impl std::fmt::Debug for Principal {
@@ -191,6 +266,7 @@ impl std::fmt::Debug for Principal {
             .field("arn", &self.arn)
             .field("access_key_id", &self.access_key_id)
             .field("secret", &"<redacted>")
+            .field("policies", &self.policies)
             .finish()
     }
 }
@@ -230,7 +306,10 @@ impl FrontendConfig {
         let (listen, tls) = server(&raw.server, &paths, &mut problems);
         let server_limits = server_limits(&raw.server).validate(&mut problems);
         let root_key = root_key_source(raw.root_key, &paths, &mut problems);
-        let accounts = accounts(raw.accounts, &paths, &mut problems);
+        let mut accounts = accounts(raw.accounts, &paths, &mut problems);
+        let served_regions = served_regions(raw.regions, &mut problems);
+        let identity_policies =
+            identity_policies(raw.identity_policies, &mut accounts, &paths, &mut problems);
         let xks = xks_settings(&raw.xks, &paths, &mut problems);
         let admin_listen = raw.admin.listen.as_deref().and_then(|a| {
             a.parse::<SocketAddr>()
@@ -258,6 +337,9 @@ impl FrontendConfig {
             accounts,
             xks,
             admin_listen,
+            served_regions,
+            require_signed_target: raw.auth.require_signed_target.unwrap_or(true),
+            identity_policies,
         })
     }
 }
@@ -363,6 +445,7 @@ fn accounts(raw: Vec<RawAccount>, paths: &Resolver, problems: &mut Vec<String>) 
                     arn: p.arn,
                     access_key_id: p.access_key_id,
                     secret,
+                    policies: p.policies,
                 });
             }
         }
@@ -373,6 +456,114 @@ fn accounts(raw: Vec<RawAccount>, paths: &Resolver, problems: &mut Vec<String>) 
         });
     }
     accounts
+}
+
+/// The top-level `regions`: names of the shape `xx-name-1` (they end up inside ARNs),
+/// default [`defaults::SERVED_REGIONS`].
+fn served_regions(raw: Option<Vec<String>>, problems: &mut Vec<String>) -> Vec<String> {
+    let Some(list) = raw else {
+        return defaults::SERVED_REGIONS
+            .iter()
+            .map(|r| (*r).to_owned())
+            .collect();
+    };
+    for r in &list {
+        if !crate::auth::region_shaped(r) {
+            problems.push(format!(
+                "regions: '{r}' is not a Region name like us-east-1"
+            ));
+        }
+    }
+    if list.is_empty() {
+        problems.push("regions: the list is empty (no request could be served)".into());
+    }
+    list
+}
+
+/// `[[identity_policies]]`: unique names, exactly one of `document` / `document_file`, a
+/// valid policy document; attached by `principals = [...]` here or `policies = [...]` on a
+/// principal, both naming what exists.
+fn identity_policies(
+    raw: Vec<RawIdentityPolicy>,
+    accounts: &mut [Account],
+    paths: &Resolver,
+    problems: &mut Vec<String>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in raw {
+        let text = match (&p.document, &p.document_file) {
+            (Some(d), None) => Some(d.clone()),
+            (None, Some(f)) => {
+                let f = paths.resolve(f);
+                std::fs::read_to_string(&f)
+                    .map_err(|e| {
+                        problems.push(format!("identity policy {}: {}: {e}", p.name, f.display()));
+                    })
+                    .ok()
+            }
+            _ => {
+                problems.push(format!(
+                    "identity policy {}: set exactly one of document or document_file",
+                    p.name
+                ));
+                None
+            }
+        };
+        let Some(text) = text else { continue };
+        match crate::authz::Policy::parse(&text) {
+            Err(e) => {
+                problems.push(format!("identity policy {}: {e}", p.name));
+                continue;
+            }
+            Ok(parsed) if parsed.names_principals() => {
+                problems.push(format!(
+                    "identity policy {}: an identity policy has no Principal or NotPrincipal",
+                    p.name
+                ));
+                continue;
+            }
+            Ok(parsed) => {
+                if let Some(op) = parsed.unknown_operator() {
+                    problems.push(format!(
+                        "identity policy {}: unknown condition operator {op}",
+                        p.name
+                    ));
+                    continue;
+                }
+            }
+        }
+        for arn in &p.principals {
+            let found = accounts
+                .iter_mut()
+                .flat_map(|a| a.principals.iter_mut())
+                .find(|q| &q.arn == arn);
+            match found {
+                Some(q) => {
+                    if !q.policies.contains(&p.name) {
+                        q.policies.push(p.name.clone());
+                    }
+                }
+                None => problems.push(format!(
+                    "identity policy {}: principal {arn} is not configured",
+                    p.name
+                )),
+            }
+        }
+        if out.insert(p.name.clone(), text).is_some() {
+            problems.push(format!("identity policy {} is configured twice", p.name));
+        }
+    }
+    for q in accounts.iter().flat_map(|a| a.principals.iter()) {
+        for name in &q.policies {
+            if !out.contains_key(name) {
+                problems.push(format!(
+                    "principal {}: identity policy {name} is not configured",
+                    q.arn
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The shortest principal secret accepted (AWS secret access keys are 40 characters; an

@@ -7,11 +7,13 @@
 //! 2. a missing or malformed `Authorization`, or an unknown access key id;
 //! 3. the body is read up to [`MAX_BODY_BYTES`] (over it → `ValidationException`; not
 //!    complete within the listener's body deadline → `ValidationException`), then the
-//!    signature is verified;
+//!    signature is verified and the credential scope's Region must be a served one
+//!    (otherwise `InvalidSignatureException`);
 //! 4. the in-flight limit → `ThrottlingException` (HTTP 400, as KMS answers it), so only
 //!    authenticated requests hold one of its permits: a client that stalls its bodies,
 //!    even with a known access key id, holds none and cannot make others wait;
-//! 5. the operation.
+//! 5. a KMS operation whose name (`x-amz-target`) is not signed → `IncompleteSignatureException`;
+//! 6. the authorization decision (`crate::authz`), then the operation.
 //!
 //! The rejections of 1-2 are decided before the body is read but answered only after it
 //! was read (up to the same cap, within the body deadline): over h2, an answer sent while
@@ -106,6 +108,10 @@ async fn handle(
 ) -> Result<serde_json::Value, KmsError> {
     let kms = &state.kms;
     let (parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_canonical());
     let early = if parts.method == Method::POST {
         kms.callers.identify(&parts)
     } else {
@@ -139,6 +145,13 @@ async fn handle(
         .ok_or_else(|| KmsError::client("UnknownOperationException", ""))?
         .to_owned();
     *operation = op.clone();
+    // An unknown operation is answered as such (it changes nothing); any KMS operation
+    // needs a signature covering its name.
+    if crate::authz::context::is_kms_operation(&op) {
+        kms.callers.check_signed_target(&auth)?;
+    }
+    caller.source_ip = peer;
+    caller.cross_account = crate::authz::context::CROSS_ACCOUNT_OPERATIONS.contains(&op.as_str());
     kms.handle(op, caller, body).await
 }
 

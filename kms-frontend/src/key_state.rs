@@ -50,6 +50,16 @@ pub enum Operation {
     GenerateDataKeyPair,
     /// `GenerateDataKeyPairWithoutPlaintext` (a symmetric encryption key).
     GenerateDataKeyPairWithoutPlaintext,
+    /// `GenerateMac` (a `GENERATE_VERIFY_MAC` key).
+    GenerateMac,
+    /// `VerifyMac` (a `GENERATE_VERIFY_MAC` key).
+    VerifyMac,
+    /// `DeriveSharedSecret` (a `KEY_AGREEMENT` key).
+    DeriveSharedSecret,
+    /// `Encapsulate` (an `ENCAPSULATE_DECAPSULATE` key).
+    Encapsulate,
+    /// `Decapsulate` (an `ENCAPSULATE_DECAPSULATE` key).
+    Decapsulate,
 }
 
 impl Operation {
@@ -75,6 +85,11 @@ impl Operation {
             Self::Verify => "Verify",
             Self::GenerateDataKeyPair => "GenerateDataKeyPair",
             Self::GenerateDataKeyPairWithoutPlaintext => "GenerateDataKeyPairWithoutPlaintext",
+            Self::GenerateMac => "GenerateMac",
+            Self::VerifyMac => "VerifyMac",
+            Self::DeriveSharedSecret => "DeriveSharedSecret",
+            Self::Encapsulate => "Encapsulate",
+            Self::Decapsulate => "Decapsulate",
         }
     }
 
@@ -94,15 +109,28 @@ impl Operation {
                 | Self::Verify
                 | Self::GenerateDataKeyPair
                 | Self::GenerateDataKeyPairWithoutPlaintext
+                | Self::GenerateMac
+                | Self::VerifyMac
+                | Self::DeriveSharedSecret
+                | Self::Encapsulate
+                | Self::Decapsulate
         )
     }
 
-    /// Whether a cryptographic operation may use a key of this spec and usage: Sign and
-    /// Verify need `SIGN_VERIFY`, GetPublicKey any key pair, the others a symmetric
-    /// encryption key.
+    /// Whether a cryptographic operation may use a key of this spec and usage: each needs
+    /// its key usage (Encrypt, Decrypt and ReEncrypt any `ENCRYPT_DECRYPT` key, symmetric or
+    /// not), GetPublicKey any key pair, the data key operations a symmetric encryption key.
     pub fn accepts(self, spec: &str, usage: &str) -> bool {
         match self {
             Self::Sign | Self::Verify => usage == KeyUsage::SignVerify.as_str(),
+            Self::GenerateMac | Self::VerifyMac => usage == KeyUsage::GenerateVerifyMac.as_str(),
+            Self::DeriveSharedSecret => usage == KeyUsage::KeyAgreement.as_str(),
+            Self::Encapsulate | Self::Decapsulate => {
+                usage == KeyUsage::EncapsulateDecapsulate.as_str()
+            }
+            Self::Encrypt | Self::Decrypt | Self::ReEncrypt => {
+                usage == KeyUsage::EncryptDecrypt.as_str()
+            }
             Self::GetPublicKey => KeySpec::parse(spec).is_some_and(KeySpec::is_asymmetric),
             _ => {
                 usage == KeyUsage::EncryptDecrypt.as_str()
@@ -135,8 +163,18 @@ pub fn usable_key(key: &KeyRecord, state: KeyState, op: Operation) -> Result<(),
 /// The error AWS answers when `op` names a key of a type it cannot use.
 fn wrong_key_type(key: &KeyRecord, op: Operation) -> KmsError {
     match op {
-        // AWS's text for Sign (kms-keys-in-use.md §2, recorded); Verify follows it.
-        Operation::Sign | Operation::Verify => KmsError::client(
+        // AWS's text for Sign, GenerateMac, DeriveSharedSecret and Encrypt
+        // (kms-keys-in-use.md §2-§4, recorded); the operations beside them follow it.
+        Operation::Sign
+        | Operation::Verify
+        | Operation::Encrypt
+        | Operation::Decrypt
+        | Operation::ReEncrypt
+        | Operation::GenerateMac
+        | Operation::VerifyMac
+        | Operation::DeriveSharedSecret
+        | Operation::Encapsulate
+        | Operation::Decapsulate => KmsError::client(
             "InvalidKeyUsageException",
             format!(
                 "{} key usage is {} which is not valid for {}.",
@@ -313,9 +351,50 @@ mod tests {
         assert_eq!(e.name, "InvalidKeyUsageException");
         assert_eq!(
             e.message,
-            format!(
-                "{arn} key usage is GENERATE_VERIFY_MAC with key spec HMAC_256, which is not valid for Encrypt."
-            )
+            format!("{arn} key usage is GENERATE_VERIFY_MAC which is not valid for Encrypt.")
         );
+        // Encrypt, Decrypt and ReEncrypt take any ENCRYPT_DECRYPT key; the data key
+        // operations only a symmetric one. Each new operation needs its own usage.
+        let mut rsa = key(KeyState::Enabled);
+        rsa.key_spec = "RSA_2048".into();
+        for op in [Operation::Encrypt, Operation::Decrypt, Operation::ReEncrypt] {
+            assert!(usable_key(&rsa, KeyState::Enabled, op).is_ok(), "{op:?}");
+        }
+        let e = usable_key(&rsa, KeyState::Enabled, Operation::GenerateDataKey)
+            .expect_err("an RSA key cannot make data keys");
+        assert_eq!(e.name, "InvalidKeyUsageException");
+        for op in [Operation::GenerateMac, Operation::VerifyMac] {
+            assert!(usable_key(&hmac, KeyState::Enabled, op).is_ok(), "{op:?}");
+            let e = usable_key(&rsa, KeyState::Enabled, op).expect_err("not a MAC key");
+            assert_eq!(
+                e.message,
+                format!(
+                    "{arn} key usage is ENCRYPT_DECRYPT which is not valid for {}.",
+                    op.as_str()
+                )
+            );
+            let e = usable_key(&hmac, KeyState::Disabled, op).expect_err("disabled");
+            assert_eq!(e.name, "DisabledException");
+        }
+        let mut agreement = key(KeyState::Enabled);
+        agreement.key_spec = "ECC_NIST_P256".into();
+        agreement.key_usage = "KEY_AGREEMENT".into();
+        assert!(usable_key(&agreement, KeyState::Enabled, Operation::DeriveSharedSecret).is_ok());
+        let e = usable_key(&signer, KeyState::Enabled, Operation::DeriveSharedSecret)
+            .expect_err("a signing key cannot agree");
+        assert_eq!(
+            e.message,
+            format!("{arn} key usage is SIGN_VERIFY which is not valid for DeriveSharedSecret.")
+        );
+        let mut kem = key(KeyState::Enabled);
+        kem.key_spec = "ML_KEM_768".into();
+        kem.key_usage = "ENCAPSULATE_DECAPSULATE".into();
+        for op in [Operation::Encapsulate, Operation::Decapsulate] {
+            assert!(usable_key(&kem, KeyState::Enabled, op).is_ok(), "{op:?}");
+            let e = usable_key(&agreement, KeyState::Enabled, op).expect_err("not a KEM key");
+            assert_eq!(e.name, "InvalidKeyUsageException");
+            let e = usable_key(&kem, KeyState::PendingDeletion, op).expect_err("pending");
+            assert_eq!(e.name, "KMSInvalidStateException");
+        }
     }
 }

@@ -4,10 +4,12 @@
 //! Map of the crate:
 //! - [`protocol`]: the JSON 1.1 wire format, AWS-shaped errors, ValidationException messages;
 //! - [`auth`]: SigV4 (service `kms`) against configured principals;
+//! - [`authz`]: the authorization decision of every request (key and identity policies);
 //! - [`catalogue`]: the API's vocabulary: key specs, usages, origins, key and connection
 //!   states, algorithms, the `KeyMetadata` shape, key ids and ARNs;
 //! - [`key_state`]: which key states allow which operation, and AWS's error when not;
 //! - [`material`]: key material generation for every key spec (CSPRNG);
+//! - [`asymmetric_encryption`]: RSA-OAEP and SM2PKE with asymmetric `ENCRYPT_DECRYPT` keys;
 //! - [`policy`]: key policy validation, the lockout safety check and the default policy;
 //! - [`sealing`]: key material and proxy secrets sealed under the root key;
 //! - [`blob`]: the symmetric ciphertext blob and the inner layer of double encryption;
@@ -23,7 +25,9 @@
 //! Architecture invariants: only [`protocol`] knows the wire format; a rejected request
 //! stores nothing (validation happens before any write); key material is stored only sealed.
 
+pub mod asymmetric_encryption;
 pub mod auth;
+pub mod authz;
 pub mod blob;
 pub mod catalogue;
 pub mod cli;

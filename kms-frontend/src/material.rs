@@ -350,6 +350,21 @@ pub fn ml_kem_expanded_key(spec: KeySpec, pkcs8: &[u8]) -> Result<&[u8], Materia
     }
 }
 
+/// The raw ML-KEM encapsulation key inside the PKCS#8 secret of an `ML_KEM_*` key, as
+/// `aws_lc_rs::kem::EncapsulationKey::new` takes it. FIPS 203 §7.1: dk = dk_PKE (384·k
+/// bytes) ‖ ek (384·k + 32) ‖ H(ek) ‖ z, with k = 2/3/4 (aws-lc-rs cannot rebuild the
+/// encapsulation key from `dk` alone).
+///
+/// # Errors
+/// As [`ml_kem_expanded_key`].
+pub fn ml_kem_encapsulation_key(spec: KeySpec, pkcs8: &[u8]) -> Result<&[u8], MaterialError> {
+    let (_, arc, _) = ml_kem_params(spec).ok_or(MaterialError::WrongSpec(spec))?;
+    let k = usize::from(arc) + 1;
+    ml_kem_expanded_key(spec, pkcs8)?
+        .get(384 * k..384 * k + 384 * k + 32)
+        .ok_or(MaterialError::Malformed(spec))
+}
+
 /// An SM2 key pair. The private scalar `d` is drawn uniformly from `[1, n-2]` as GB/T 32918
 /// requires (`1 + d` must be invertible for SM2DSA), by rejection sampling.
 fn sm2() -> Result<KeyMaterial, MaterialError> {
@@ -435,14 +450,10 @@ pub fn public_key_of(spec: KeySpec, private_pkcs8: &[u8]) -> Result<Vec<u8>, Mat
         KeySpec::MlDsa87 => ml_dsa(&ML_DSA_87_SIGNING),
         KeySpec::MlKem512 | KeySpec::MlKem768 | KeySpec::MlKem1024 => {
             let (_, arc, _) = ml_kem_params(spec).ok_or(MaterialError::WrongSpec(spec))?;
-            // FIPS 203 §7.1: dk = dk_PKE (384·k bytes) ‖ ek (384·k + 32) ‖ H(ek) ‖ z, with k
-            // = 2/3/4 (aws-lc-rs cannot rebuild the encapsulation key from `dk` alone).
-            let k = usize::from(arc) + 1;
-            let expanded = ml_kem_expanded_key(spec, private_pkcs8)?;
-            let ek = expanded
-                .get(384 * k..384 * k + 384 * k + 32)
-                .ok_or(MaterialError::Malformed(spec))?;
-            Ok(ml_kem_spki(arc, ek))
+            Ok(ml_kem_spki(
+                arc,
+                ml_kem_encapsulation_key(spec, private_pkcs8)?,
+            ))
         }
         KeySpec::Sm2 => {
             use sm2::pkcs8::{DecodePrivateKey as _, EncodePublicKey as _};

@@ -98,13 +98,17 @@ impl Kms {
         body: zeroize::Zeroizing<Vec<u8>>,
     ) -> Result<serde_json::Value, KmsError> {
         let kms = self.clone();
+        // Every operation is an authorization decision first (`crate::authz`), made where
+        // the operation runs (it reads the key and its policy from storage).
         let joined = if crate::ops::CRYPTO_OPERATIONS.contains(&operation.as_str()) {
             tokio::spawn(async move {
+                crate::authz::context::authorize(&kms, &operation, &caller, &body)?;
                 crate::ops::dispatch_crypto(&kms, &operation, &caller, &body).await
             })
             .await
         } else {
             tokio::task::spawn_blocking(move || {
+                crate::authz::context::authorize(&kms, &operation, &caller, &body)?;
                 crate::ops::dispatch(&kms, &operation, &caller, &body)
             })
             .await
@@ -191,25 +195,30 @@ impl Kms {
         accepts: KeyRef,
     ) -> Result<KeyRecord, KmsError> {
         let not_found = |what: &str| KmsError::not_found(format!("{what} is not found."));
+        let mut account = caller.account_id.as_str();
         let key_id = if let Some(rest) = reference.strip_prefix("arn:") {
             // arn:<partition>:kms:<region>:<account>:key/<id> or ...:alias/<name>
             let parts: Vec<&str> = rest.splitn(5, ':').collect();
             if parts.len() != 5 || parts[1] != "kms" {
                 return Err(KmsError::not_found(format!("Invalid arn {reference}")));
             }
+            // Another account's key only by ARN, and only for the operations AWS documents
+            // as "Cross-account use: Yes" (the authorization decision then needs that
+            // account's key policy and the caller's identity policy).
             if parts[2] != caller.region
-                || parts[3] != caller.account_id
+                || (parts[3] != caller.account_id && !caller.cross_account)
                 || parts[0] != caller.partition
             {
                 return Err(not_found(reference));
             }
+            account = parts[3];
             if let Some(id) = parts[4].strip_prefix("key/") {
                 id.to_owned()
             } else if let Some(alias) = parts[4].strip_prefix("alias/") {
                 if accepts == KeyRef::KeyOnly {
                     return Err(not_found(reference));
                 }
-                self.alias_target(caller, &format!("alias/{alias}"))
+                self.alias_target_in(account, &caller.region, &format!("alias/{alias}"))
                     .ok_or_else(|| not_found(reference))?
             } else {
                 return Err(KmsError::not_found(format!("Invalid arn {reference}")));
@@ -229,17 +238,12 @@ impl Kms {
         };
         let key = self
             .storage
-            .get_key(&caller.account_id, &caller.region, &key_id)
+            .get_key(account, &caller.region, &key_id)
             .map_err(storage_error)?
             .ok_or_else(|| {
                 KmsError::not_found(format!(
                     "Key '{}' does not exist",
-                    crate::catalogue::key_arn(
-                        caller.partition,
-                        &caller.region,
-                        &caller.account_id,
-                        &key_id
-                    )
+                    crate::catalogue::key_arn(caller.partition, &caller.region, account, &key_id)
                 ))
             })?;
         // A key whose deletion window has ended is gone, even before the sweeper runs.
@@ -260,8 +264,12 @@ impl Kms {
     }
 
     fn alias_target(&self, caller: &Caller, alias: &str) -> Option<String> {
+        self.alias_target_in(&caller.account_id, &caller.region, alias)
+    }
+
+    fn alias_target_in(&self, account: &str, region: &str, alias: &str) -> Option<String> {
         self.storage
-            .get_alias(&caller.account_id, &caller.region, alias)
+            .get_alias(account, region, alias)
             .ok()
             .flatten()
             .map(|a| a.target_key_id)

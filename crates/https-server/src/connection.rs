@@ -91,6 +91,7 @@ impl Connection {
             app,
             activity,
             limits,
+            peer,
         };
         let work = async move {
             match acceptor {
@@ -233,6 +234,9 @@ struct Tracked {
     app: Router,
     activity: Arc<watch::Sender<Activity>>,
     limits: ConnectionLimits,
+    /// The client's address, given to the application as axum's `ConnectInfo` (policies
+    /// condition on it: `aws:SourceIp`).
+    peer: SocketAddr,
 }
 
 /// Counts one request in flight until dropped (also when hyper drops the request's future
@@ -266,7 +270,9 @@ impl hyper::service::Service<http::Request<Incoming>> for Tracked {
     fn call(&self, req: http::Request<Incoming>) -> Self::Future {
         let guard = InFlight::start(&self.activity, req.version() == http::Version::HTTP_2);
         let timeout = self.limits.body_timeout;
-        let req = req.map(|b| Body::new(DeadlineBody::new(b, timeout)));
+        let mut req = req.map(|b| Body::new(DeadlineBody::new(b, timeout)));
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(self.peer));
         let app = self.app.clone();
         Box::pin(async move {
             let response = app.oneshot(req).await;

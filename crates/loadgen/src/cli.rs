@@ -200,6 +200,13 @@ pub enum ScenarioName {
     KmsSign,
     /// KMS Verify of one signature made at start (--key-id, --size, --signing-algorithm).
     KmsVerify,
+    /// KMS Decrypt with an RSA/SM2 key of one ciphertext made at start (--key-id, --size,
+    /// --encryption-algorithm).
+    KmsDecryptAsymmetric,
+    /// KMS GenerateMac (--key-id, --size, --mac-algorithm).
+    KmsGenerateMac,
+    /// KMS DeriveSharedSecret, ECDH with the key's own public key as the peer's (--key-id).
+    KmsDeriveSharedSecret,
 }
 
 /// `--origin` values.
@@ -294,6 +301,12 @@ pub struct RunArgs {
     /// kms-sign / kms-verify: the signing algorithm (one the key's spec allows).
     #[arg(long, default_value = "ECDSA_SHA_256")]
     pub signing_algorithm: String,
+    /// kms-decrypt-asymmetric: the encryption algorithm (one the key's spec allows).
+    #[arg(long, default_value = "RSAES_OAEP_SHA_256")]
+    pub encryption_algorithm: String,
+    /// kms-generate-mac: the MAC algorithm (the one the key's spec allows).
+    #[arg(long, default_value = "HMAC_SHA_256")]
+    pub mac_algorithm: String,
     /// kms-create-key: the key spec.
     #[arg(long, value_enum, default_value = "SYMMETRIC_DEFAULT")]
     pub key_spec: KeySpecArg,
@@ -538,6 +551,19 @@ pub fn build(args: &RunArgs) -> Result<(Target, Scenario, HttpOptions, RunConfig
             key_id: kms_key_id()?,
             size: args.size,
             algorithm: args.signing_algorithm.clone(),
+        },
+        ScenarioName::KmsDecryptAsymmetric => Scenario::KmsDecryptAsymmetric {
+            key_id: kms_key_id()?,
+            size: args.size,
+            algorithm: args.encryption_algorithm.clone(),
+        },
+        ScenarioName::KmsGenerateMac => Scenario::KmsGenerateMac {
+            key_id: kms_key_id()?,
+            size: args.size,
+            algorithm: args.mac_algorithm.clone(),
+        },
+        ScenarioName::KmsDeriveSharedSecret => Scenario::KmsDeriveSharedSecret {
+            key_id: kms_key_id()?,
         },
     };
     let target = if scenario.is_xks() {

@@ -154,6 +154,32 @@ pub enum Scenario {
         /// The `SigningAlgorithm`.
         algorithm: String,
     },
+    /// KMS Decrypt with an asymmetric `ENCRYPT_DECRYPT` key of one ciphertext made by an
+    /// Encrypt at setup.
+    KmsDecryptAsymmetric {
+        /// Key id, ARN or alias of an RSA (or SM2) `ENCRYPT_DECRYPT` key.
+        key_id: String,
+        /// Plaintext size in bytes (within the algorithm's limit, e.g. 190 for RSA_2048 OAEP
+        /// SHA-256).
+        size: usize,
+        /// The `EncryptionAlgorithm`.
+        algorithm: String,
+    },
+    /// KMS GenerateMac of a random `size`-byte message.
+    KmsGenerateMac {
+        /// Key id, ARN or alias of an HMAC key.
+        key_id: String,
+        /// Message size in bytes (KMS allows up to 4,096).
+        size: usize,
+        /// The `MacAlgorithm`.
+        algorithm: String,
+    },
+    /// KMS DeriveSharedSecret (ECDH) with the key's own public key, fetched at setup, as
+    /// the peer's (the cost is that of any peer key on the curve).
+    KmsDeriveSharedSecret {
+        /// Key id, ARN or alias of a `KEY_AGREEMENT` key.
+        key_id: String,
+    },
 }
 
 impl Scenario {
@@ -171,6 +197,9 @@ impl Scenario {
             Self::KmsGenerateDataKey { .. } => "kms-generate-data-key",
             Self::KmsSign { .. } => "kms-sign",
             Self::KmsVerify { .. } => "kms-verify",
+            Self::KmsDecryptAsymmetric { .. } => "kms-decrypt-asymmetric",
+            Self::KmsGenerateMac { .. } => "kms-generate-mac",
+            Self::KmsDeriveSharedSecret { .. } => "kms-derive-shared-secret",
         }
     }
 
@@ -341,7 +370,9 @@ impl Prepared {
             Scenario::KmsEncrypt { size, .. }
             | Scenario::KmsDecrypt { size, .. }
             | Scenario::KmsSign { size, .. }
-            | Scenario::KmsVerify { size, .. } => (*size, None),
+            | Scenario::KmsVerify { size, .. }
+            | Scenario::KmsDecryptAsymmetric { size, .. }
+            | Scenario::KmsGenerateMac { size, .. } => (*size, None),
             _ => (0, None),
         };
         let urls = match &target {
@@ -433,6 +464,42 @@ impl Prepared {
                 };
                 let mut fields = serde_json::Map::new();
                 fields.insert("Signature".to_owned(), signature.clone());
+                fields
+            }
+            Scenario::KmsDecryptAsymmetric {
+                key_id, algorithm, ..
+            } => {
+                let request = prepared.kms_request(
+                    "Encrypt",
+                    "TrentService.Encrypt",
+                    json!({"KeyId": key_id, "Plaintext": prepared.plaintext_b64, "EncryptionAlgorithm": algorithm}),
+                );
+                let response = prepared.setup_call(client, request).await?;
+                let Some(blob) = response.get("CiphertextBlob").filter(|v| v.is_string()) else {
+                    return Err(SetupError::Request {
+                        operation: "Encrypt",
+                        problem: "the response has no CiphertextBlob".to_owned(),
+                    });
+                };
+                let mut fields = serde_json::Map::new();
+                fields.insert("CiphertextBlob".to_owned(), blob.clone());
+                fields
+            }
+            Scenario::KmsDeriveSharedSecret { key_id } => {
+                let request = prepared.kms_request(
+                    "GetPublicKey",
+                    "TrentService.GetPublicKey",
+                    json!({"KeyId": key_id}),
+                );
+                let response = prepared.setup_call(client, request).await?;
+                let Some(public) = response.get("PublicKey").filter(|v| v.is_string()) else {
+                    return Err(SetupError::Request {
+                        operation: "GetPublicKey",
+                        problem: "the response has no PublicKey".to_owned(),
+                    });
+                };
+                let mut fields = serde_json::Map::new();
+                fields.insert("PublicKey".to_owned(), public.clone());
                 fields
             }
             _ => serde_json::Map::new(),
@@ -618,6 +685,31 @@ impl Prepared {
                     body[name.as_str()] = value.clone();
                 }
                 self.kms_request("Verify", "TrentService.Verify", body)
+            }
+            Scenario::KmsDecryptAsymmetric {
+                key_id, algorithm, ..
+            } => {
+                let mut body = json!({"KeyId": key_id, "EncryptionAlgorithm": algorithm});
+                for (name, value) in &self.decrypt_fields {
+                    body[name.as_str()] = value.clone();
+                }
+                self.kms_request("Decrypt", "TrentService.Decrypt", body)
+            }
+            Scenario::KmsGenerateMac { key_id, algorithm, .. } => self.kms_request(
+                "GenerateMac",
+                "TrentService.GenerateMac",
+                json!({"KeyId": key_id, "Message": self.plaintext_b64, "MacAlgorithm": algorithm}),
+            ),
+            Scenario::KmsDeriveSharedSecret { key_id } => {
+                let mut body = json!({"KeyId": key_id, "KeyAgreementAlgorithm": "ECDH"});
+                for (name, value) in &self.decrypt_fields {
+                    body[name.as_str()] = value.clone();
+                }
+                self.kms_request(
+                    "DeriveSharedSecret",
+                    "TrentService.DeriveSharedSecret",
+                    body,
+                )
             }
         }
     }

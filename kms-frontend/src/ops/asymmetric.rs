@@ -68,6 +68,31 @@ pub(super) fn check_blob(
     }
 }
 
+/// A required blob member of `1..=max` bytes that is not sensitive in the model: AWS echoes
+/// its length in the constraint message, as `java.nio.HeapByteBuffer[pos=0 lim=N cap=N]`.
+pub(super) fn check_echoed_blob(
+    v: &mut Violations,
+    member: &str,
+    value: Option<&[u8]>,
+    max: usize,
+) {
+    let echoed = |n: usize| format!("java.nio.HeapByteBuffer[pos=0 lim={n} cap={n}]");
+    match value {
+        None => v.add("null", member, "Member must not be null"),
+        Some([]) => v.add(
+            &echoed(0),
+            member,
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(b) if b.len() > max => v.add(
+            &echoed(b.len()),
+            member,
+            &format!("Member must have length less than or equal to {max}"),
+        ),
+        Some(_) => {}
+    }
+}
+
 /// Renders the violations together with the sensitive-member ones [`check_blob`] returned.
 pub(super) fn finish(v: Violations, sensitive: Vec<String>) -> Result<(), KmsError> {
     let rest = match v.finish() {
@@ -240,20 +265,12 @@ fn sign_request(input: &SignInput, verify: bool) -> Result<SignRequest<'_>, KmsE
     ));
     if verify {
         // Not sensitive in the model: a signature's length is echoed as AWS does for blobs.
-        match &signature {
-            None => v.add("null", "signature", "Member must not be null"),
-            Some(s) if s.is_empty() => v.add(
-                "java.nio.HeapByteBuffer[pos=0 lim=0 cap=0]",
-                "signature",
-                "Member must have length greater than or equal to 1",
-            ),
-            Some(s) if s.len() > MAX_SIGNATURE_LEN => v.add(
-                &format!("java.nio.HeapByteBuffer[pos=0 lim={0} cap={0}]", s.len()),
-                "signature",
-                &format!("Member must have length less than or equal to {MAX_SIGNATURE_LEN}"),
-            ),
-            Some(_) => {}
-        }
+        check_echoed_blob(
+            &mut v,
+            "signature",
+            signature.as_deref().map(|s| &s[..]),
+            MAX_SIGNATURE_LEN,
+        );
     }
     if let Some(mt) = input.message_type.as_deref() {
         v.enum_value(mt, "messageType", &MessageType::ALL);

@@ -99,12 +99,16 @@ pub(super) fn tag_rules(tags: &[(String, String)], existing: usize) -> Result<()
     Ok(())
 }
 
-/// Validates a policy for `caller` and maps problems to AWS's errors.
+/// Validates a policy for `caller` and maps problems to AWS's errors. The lockout safety
+/// check is also made by the authorization evaluator: the new policy with the caller's
+/// identity policies must allow the caller's next `PutKeyPolicy` on the key (`key_arn`;
+/// `None` at CreateKey, when the key has no ARN yet).
 pub(super) fn check_policy(
     kms: &Kms,
     caller: &Caller,
     text: &str,
     bypass: bool,
+    key_arn: Option<&str>,
 ) -> Result<(), KmsError> {
     let exists = |arn: &str| kms.callers.principal_exists(arn);
     let ctx = PolicyContext {
@@ -113,8 +117,12 @@ pub(super) fn check_policy(
         caller_arn: &caller.principal_arn,
         principal_exists: &exists,
     };
-    policy::validate(text, &ctx, bypass)
-        .map_err(|e| KmsError::client(e.kms_error_type(), e.to_string()))
+    let error = |e: policy::PolicyError| KmsError::client(e.kms_error_type(), e.to_string());
+    policy::validate(text, &ctx, bypass).map_err(error)?;
+    if !bypass && !crate::authz::context::can_put_key_policy(kms, caller, text, key_arn) {
+        return Err(error(policy::PolicyError::Lockout));
+    }
+    Ok(())
 }
 
 /// CreateKey: validate the request, resolve the key type and the origin (and custom key
@@ -358,6 +366,7 @@ fn create_key_policy(
                 caller,
                 p,
                 input.bypass_policy_lockout_safety_check.unwrap_or(false),
+                None,
             )?;
             Ok(p.clone())
         }

@@ -188,7 +188,7 @@ pub(super) fn put_key_policy(
     let policy = input.policy.unwrap_or_default();
     let bypass = input.bypass_policy_lockout_safety_check.unwrap_or(false);
     kms.change_key(caller, key_id?, Operation::PutKeyPolicy, |key| {
-        check_policy(kms, caller, &policy, bypass)?;
+        check_policy(kms, caller, &policy, bypass, Some(&key.arn))?;
         raced(
             kms.storage
                 .set_key_policy(key.address(), &[key.key_state], &policy),

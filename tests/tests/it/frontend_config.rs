@@ -88,11 +88,27 @@ async fn plain_http_only_by_explicit_opt_in_and_with_a_warning() {
             &format!("http://127.0.0.1:{}/", running.port),
             b"{}".to_vec(),
             std::time::SystemTime::now(),
-            |parts, _| {
+            |parts, body| {
                 parts.headers.insert(
                     "x-amz-target",
                     http::HeaderValue::from_static("TrentService.ListKeys"),
                 );
+                // Re-signed so that the signature covers the operation's name.
+                let credential = sigv4_auth::Credential::new(
+                    &alice.access_key_id,
+                    sigv4_auth::SigningSecret::new(&alice.secret),
+                );
+                sigv4_auth::sign(
+                    parts,
+                    body,
+                    &sigv4_auth::SigningParams {
+                        credential: &credential,
+                        region: "us-east-1",
+                        service: "kms",
+                        time: std::time::SystemTime::now(),
+                    },
+                )
+                .expect("sign");
             },
         )
         .await;

@@ -209,10 +209,10 @@ out['policy'] = call('get_key_policy', KeyId=k, PolicyName='default')
 out['policy_names'] = call('list_key_policies', KeyId=k)
 out['other_policy'] = call('get_key_policy', KeyId=k, PolicyName='other')
 locked = json.dumps({'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Principal': {'AWS': 'arn:aws:iam::111122223333:root'}, 'Action': 'kms:Decrypt', 'Resource': '*'}]})
+out['malformed'] = call('put_key_policy', KeyId=k, PolicyName='default', Policy='{"Statement": 5}')
 out['lockout'] = call('put_key_policy', KeyId=k, PolicyName='default', Policy=locked)
 out['bypass'] = call('put_key_policy', KeyId=k, PolicyName='default', Policy=locked, BypassPolicyLockoutSafetyCheck=True)
 out['policy2'] = call('get_key_policy', KeyId=k, PolicyName='default')
-out['malformed'] = call('put_key_policy', KeyId=k, PolicyName='default', Policy='{"Statement": 5}')
 print(json.dumps(out, default=str))
 "#;
     let out = f.boto3(f.alice(), "us-east-1", script, &[]);
@@ -251,11 +251,12 @@ print(json.dumps(out, default=str))
             .is_some_and(|m| m.contains("will not allow you to update the key policy"))
     );
     ok(&out["bypass"]);
-    assert!(
-        ok(&out["policy2"])["Policy"]
-            .as_str()
-            .is_some_and(|p| p.contains("kms:Decrypt"))
-    );
+    // The bypassed policy is in force: it grants the account kms:Decrypt only, so alice
+    // can no longer even read it.
+    err(&out["policy2"], "AccessDeniedException");
+    assert!(out["policy2"]["message"].as_str().is_some_and(|m| {
+        m.ends_with("because no resource-based policy allows the kms:GetKeyPolicy action")
+    }));
     err(&out["malformed"], "MalformedPolicyDocumentException");
 }
 
@@ -519,8 +520,33 @@ async fn callers_are_authenticated_as_aws_does() {
         );
     };
     let url = format!("{}/", f.endpoint());
+    let signed_target = |parts: &mut http::request::Parts, body: &mut Vec<u8>| {
+        target(parts, body);
+        // Re-signed so that the signature covers the operation's name.
+        let credential = sigv4_auth::Credential::new(
+            &alice.access_key_id,
+            sigv4_auth::SigningSecret::new(&alice.secret),
+        );
+        sigv4_auth::sign(
+            parts,
+            body,
+            &sigv4_auth::SigningParams {
+                credential: &credential,
+                region: "us-east-1",
+                service: "kms",
+                time: SystemTime::now(),
+            },
+        )
+        .expect("sign");
+    };
     let r = c
-        .send("POST", &url, b"{}".to_vec(), SystemTime::now(), target)
+        .send(
+            "POST",
+            &url,
+            b"{}".to_vec(),
+            SystemTime::now(),
+            signed_target,
+        )
         .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.raw));
     let r = c

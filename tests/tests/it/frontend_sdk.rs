@@ -23,7 +23,7 @@ use testkit::frontend::{FrontendFixture, RunningFrontend};
 const REGION: &str = "us-east-1";
 
 /// An SDK client for `endpoint` that trusts only the test CA and signs with the given keys.
-fn client_with(fe: &RunningFrontend, access_key_id: &str, secret: &str) -> Client {
+pub(crate) fn client_with(fe: &RunningFrontend, access_key_id: &str, secret: &str) -> Client {
     let ca = std::fs::read(&fe.fixture.pki.ca_pem).expect("read the test CA");
     let tls = TlsContext::builder()
         .with_trust_store(TrustStore::empty().with_pem_certificate(ca))
@@ -51,7 +51,7 @@ fn client_with(fe: &RunningFrontend, access_key_id: &str, secret: &str) -> Clien
 }
 
 /// The SDK client of alice (account 111122223333).
-fn alice(fe: &RunningFrontend) -> Client {
+pub(crate) fn alice(fe: &RunningFrontend) -> Client {
     let p = fe.alice();
     client_with(fe, &p.access_key_id, &p.secret)
 }

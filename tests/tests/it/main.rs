@@ -1,6 +1,7 @@
 //! The end-to-end suites in one test binary (one link of aws-sdk-kms, reqwest and rustls
 //! instead of one per suite): each module is one suite over the real processes.
 
+mod frontend_authz;
 mod frontend_blob_format;
 mod frontend_concurrency;
 mod frontend_config;
@@ -8,6 +9,7 @@ mod frontend_createkey;
 mod frontend_custom_key_stores;
 mod frontend_first_start;
 mod frontend_hostile_clients;
+mod frontend_key_usages;
 mod frontend_lifecycle;
 mod frontend_sdk;
 mod frontend_secrets;
