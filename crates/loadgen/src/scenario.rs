@@ -431,80 +431,78 @@ impl Prepared {
                 fields
             }
             Scenario::KmsDecrypt { key_id, .. } => {
-                let request = prepared.kms_request(
-                    "Encrypt",
-                    "TrentService.Encrypt",
-                    json!({"KeyId": key_id, "Plaintext": prepared.plaintext_b64}),
-                );
-                let response = prepared.setup_call(client, request).await?;
-                let Some(blob) = response.get("CiphertextBlob").filter(|v| v.is_string()) else {
-                    return Err(SetupError::Request {
-                        operation: "Encrypt",
-                        problem: "the response has no CiphertextBlob".to_owned(),
-                    });
-                };
-                let mut fields = serde_json::Map::new();
-                fields.insert("CiphertextBlob".to_owned(), blob.clone());
-                fields
+                let body = json!({"KeyId": key_id, "Plaintext": prepared.plaintext_b64});
+                prepared
+                    .setup_field(
+                        client,
+                        "Encrypt",
+                        "TrentService.Encrypt",
+                        body,
+                        "CiphertextBlob",
+                    )
+                    .await?
             }
             Scenario::KmsVerify {
                 key_id, algorithm, ..
             } => {
-                let request = prepared.kms_request(
-                    "Sign",
-                    "TrentService.Sign",
-                    json!({"KeyId": key_id, "Message": prepared.plaintext_b64, "SigningAlgorithm": algorithm}),
-                );
-                let response = prepared.setup_call(client, request).await?;
-                let Some(signature) = response.get("Signature").filter(|v| v.is_string()) else {
-                    return Err(SetupError::Request {
-                        operation: "Sign",
-                        problem: "the response has no Signature".to_owned(),
-                    });
-                };
-                let mut fields = serde_json::Map::new();
-                fields.insert("Signature".to_owned(), signature.clone());
-                fields
+                let body = json!({"KeyId": key_id, "Message": prepared.plaintext_b64, "SigningAlgorithm": algorithm});
+                prepared
+                    .setup_field(client, "Sign", "TrentService.Sign", body, "Signature")
+                    .await?
             }
             Scenario::KmsDecryptAsymmetric {
                 key_id, algorithm, ..
             } => {
-                let request = prepared.kms_request(
-                    "Encrypt",
-                    "TrentService.Encrypt",
-                    json!({"KeyId": key_id, "Plaintext": prepared.plaintext_b64, "EncryptionAlgorithm": algorithm}),
-                );
-                let response = prepared.setup_call(client, request).await?;
-                let Some(blob) = response.get("CiphertextBlob").filter(|v| v.is_string()) else {
-                    return Err(SetupError::Request {
-                        operation: "Encrypt",
-                        problem: "the response has no CiphertextBlob".to_owned(),
-                    });
-                };
-                let mut fields = serde_json::Map::new();
-                fields.insert("CiphertextBlob".to_owned(), blob.clone());
-                fields
+                let body = json!({"KeyId": key_id, "Plaintext": prepared.plaintext_b64, "EncryptionAlgorithm": algorithm});
+                prepared
+                    .setup_field(
+                        client,
+                        "Encrypt",
+                        "TrentService.Encrypt",
+                        body,
+                        "CiphertextBlob",
+                    )
+                    .await?
             }
             Scenario::KmsDeriveSharedSecret { key_id } => {
-                let request = prepared.kms_request(
-                    "GetPublicKey",
-                    "TrentService.GetPublicKey",
-                    json!({"KeyId": key_id}),
-                );
-                let response = prepared.setup_call(client, request).await?;
-                let Some(public) = response.get("PublicKey").filter(|v| v.is_string()) else {
-                    return Err(SetupError::Request {
-                        operation: "GetPublicKey",
-                        problem: "the response has no PublicKey".to_owned(),
-                    });
-                };
-                let mut fields = serde_json::Map::new();
-                fields.insert("PublicKey".to_owned(), public.clone());
-                fields
+                let body = json!({"KeyId": key_id});
+                prepared
+                    .setup_field(
+                        client,
+                        "GetPublicKey",
+                        "TrentService.GetPublicKey",
+                        body,
+                        "PublicKey",
+                    )
+                    .await?
             }
             _ => serde_json::Map::new(),
         };
         Ok(prepared)
+    }
+
+    /// Makes one setup call and keeps one string field of its answer (a ciphertext, a
+    /// signature, a public key) as the only field the measured requests add.
+    async fn setup_field(
+        &self,
+        client: &reqwest::Client,
+        operation: &'static str,
+        amz_target: &'static str,
+        body: Value,
+        field: &'static str,
+    ) -> Result<serde_json::Map<String, Value>, SetupError> {
+        let response = self
+            .setup_call(client, self.kms_request(operation, amz_target, body))
+            .await?;
+        let Some(value) = response.get(field).filter(|v| v.is_string()) else {
+            return Err(SetupError::Request {
+                operation,
+                problem: format!("the response has no {field}"),
+            });
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert(field.to_owned(), value.clone());
+        Ok(fields)
     }
 
     async fn setup_call(
