@@ -68,21 +68,15 @@ impl SecretSource {
             what: self.describe(what),
             reason,
         };
+        // Read zeroizing and trimmed, owner-only files checked on the opened file.
         let raw = match self {
             Self::File(path) => {
-                root_key::check_owner_only(path).map_err(|e| fail(e.to_string()))?;
-                let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| fail(e.to_string()))?);
-                Zeroizing::new(
-                    String::from_utf8(bytes.to_vec())
-                        .map_err(|_| fail("not UTF-8 text".to_owned()))?,
-                )
+                root_key::read_secret_file(path).map_err(|e| fail(e.to_string()))?
             }
-            Self::Env(var) => Zeroizing::new(
-                std::env::var(var)
-                    .map_err(|_| fail("the environment variable is not set".to_owned()))?,
-            ),
+            Self::Env(var) => root_key::read_secret_env(var)
+                .ok_or_else(|| fail("the environment variable is not set".to_owned()))?,
         };
-        let trimmed = raw.trim();
+        let trimmed = raw.as_str();
         if trimmed.is_empty() {
             return Err(fail("it is empty".to_owned()));
         }
