@@ -24,8 +24,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{Method, header};
-use http_body_util::{BodyExt, Limited};
+use http::Method;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::Semaphore;
@@ -120,7 +119,7 @@ async fn handle(
     let auth = match early {
         Ok(auth) => auth,
         Err(e) => {
-            drain_body(body, &parts.headers).await;
+            https_server::drain_capped(body, &parts.headers, MAX_BODY_BYTES).await;
             return Err(e);
         }
     };
@@ -155,60 +154,22 @@ async fn handle(
     kms.handle(op, caller, body).await
 }
 
-/// Reads and discards a body we will not use, up to [`MAX_BODY_BYTES`], so that an early
-/// answer ends the request cleanly (see the module documentation). A declared or actual
-/// body over the cap, a read error or the body deadline ends it sooner: the answer is then
-/// sent anyway.
-async fn drain_body(mut body: Body, headers: &http::HeaderMap) {
-    if declared_length(headers).is_some_and(|n| n > MAX_BODY_BYTES) {
-        return;
-    }
-    let mut read = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            read = read.saturating_add(data.len());
-            if read > MAX_BODY_BYTES {
-                return;
-            }
-        }
-    }
-}
-
-fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
 /// The body, in a buffer wiped when dropped: it may hold a plaintext or data key.
 async fn read_body(
     body: Body,
     headers: &http::HeaderMap,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, KmsError> {
-    let too_big = || {
-        KmsError::validation(format!(
-            "The request body is larger than {MAX_BODY_BYTES} bytes."
-        ))
-    };
-    if declared_length(headers).is_some_and(|n| n > MAX_BODY_BYTES) {
-        return Err(too_big());
-    }
-    let collected = Limited::new(body, MAX_BODY_BYTES)
-        .collect()
+    https_server::read_capped(body, headers, MAX_BODY_BYTES)
         .await
-        .map_err(|e| {
-            if let Some(timeout) = https_server::find_body_timeout(e.as_ref()) {
+        .map_err(|e| match e {
+            https_server::BodyReadError::TooLarge(max) => {
+                KmsError::validation(format!("The request body is larger than {max} bytes."))
+            }
+            https_server::BodyReadError::TimedOut(timeout) => {
                 KmsError::validation(timeout.to_string())
-            } else if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                too_big()
-            } else {
+            }
+            https_server::BodyReadError::Unreadable => {
                 KmsError::validation("The request body could not be read.")
             }
-        })?;
-    // Vec::from(Bytes) takes the buffer over when it is the only owner: no second copy.
-    Ok(zeroize::Zeroizing::new(Vec::from(collected.to_bytes())))
+        })
 }

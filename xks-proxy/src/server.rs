@@ -2,7 +2,8 @@
 //! observe its connections.
 
 pub use https_server::{
-    BodyTimeout, ConnectionLimits, ConnectionObserver, Transport, bind, find_body_timeout, serve,
+    BodyReadError, BodyTimeout, ConnectionLimits, ConnectionObserver, Transport, bind,
+    drain_capped, find_body_timeout, read_capped, serve,
 };
 
 use crate::metrics::Metrics;

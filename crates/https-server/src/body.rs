@@ -2,6 +2,7 @@
 
 use axum::body::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use std::error::Error;
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use zeroize::Zeroizing;
 
 /// The request body did not arrive within the listener's body deadline.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -26,6 +28,70 @@ pub fn find_body_timeout(err: &(dyn Error + 'static)) -> Option<BodyTimeout> {
         e = cur.source();
     }
     None
+}
+
+/// Why a request body could not be read whole (see [`read_capped`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    /// Declared (`Content-Length`) or found to be longer than the cap.
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The listener's body deadline passed first.
+    #[error(transparent)]
+    TimedOut(BodyTimeout),
+    /// The client broke the stream.
+    #[error("the request body could not be read")]
+    Unreadable,
+}
+
+/// Reads a request body of at most `max` bytes into a buffer wiped when dropped (a body may
+/// carry a plaintext). A declared length over the cap is refused before reading.
+pub async fn read_capped(
+    body: axum::body::Body,
+    headers: &http::HeaderMap,
+    max: usize,
+) -> Result<Zeroizing<Vec<u8>>, BodyReadError> {
+    if declared_length(headers).is_some_and(|n| n > max) {
+        return Err(BodyReadError::TooLarge(max));
+    }
+    let collected = Limited::new(body, max).collect().await.map_err(|e| {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            BodyReadError::TooLarge(max)
+        } else if let Some(timeout) = find_body_timeout(e.as_ref()) {
+            BodyReadError::TimedOut(timeout)
+        } else {
+            BodyReadError::Unreadable
+        }
+    })?;
+    // Vec::from(Bytes) takes the buffer over when it is the only owner: no second copy.
+    Ok(Zeroizing::new(Vec::from(collected.to_bytes())))
+}
+
+/// Reads and discards a body that will not be used, up to `max` bytes, so that an answer
+/// decided before the body ends the request cleanly: over h2, an answer sent while the
+/// client is still sending makes hyper reset the stream, and clients such as curl then fail
+/// the transfer. A declared or actual body over the cap, a read error or the body deadline
+/// ends it sooner; the answer is then sent anyway.
+pub async fn drain_capped(mut body: axum::body::Body, headers: &http::HeaderMap, max: usize) {
+    if declared_length(headers).is_some_and(|n| n > max) {
+        return;
+    }
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            read = read.saturating_add(data.len());
+            if read > max {
+                return;
+            }
+        }
+    }
+}
+
+fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// An incoming body that fails with [`BodyTimeout`] once its deadline has passed.

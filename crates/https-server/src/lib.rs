@@ -27,7 +27,7 @@ mod connection;
 mod io;
 mod settings;
 
-pub use body::{BodyTimeout, find_body_timeout};
+pub use body::{BodyReadError, BodyTimeout, drain_capped, find_body_timeout, read_capped};
 pub use settings::{ServerLimitSettings, ServerLimits, defaults};
 
 use arc_swap::ArcSwap;

@@ -22,14 +22,14 @@
 
 pub mod path;
 
+use crate::server::{BodyReadError, drain_capped, read_capped};
 use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sigv4_auth::Authorization;
@@ -183,7 +183,7 @@ async fn handle(
     let (auth, entry) = match early_checks(&state, &parts, api.is_some()) {
         Ok(found) => found,
         Err(rejection) => {
-            drain_body(body, &parts.headers, state.max_body_bytes).await;
+            drain_capped(body, &parts.headers, state.max_body_bytes).await;
             return Err(rejection);
         }
     };
@@ -283,33 +283,6 @@ fn early_checks<'s>(
     Ok((auth, entry))
 }
 
-/// Reads and discards a body we will not use, up to `max` bytes, so that an early answer
-/// ends the request cleanly (see the module documentation). A declared or actual body over
-/// the cap, a read error or the body deadline ends it sooner: the answer is then sent
-/// anyway.
-async fn drain_body(body: Body, headers: &http::HeaderMap, max: usize) {
-    if declared_length(headers).is_some_and(|n| n > max) {
-        return;
-    }
-    let mut body = body;
-    let mut read = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            read = read.saturating_add(data.len());
-            if read > max {
-                return;
-            }
-        }
-    }
-}
-
-fn declared_length(headers: &http::HeaderMap) -> Option<usize> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
 /// Parses a key operation's body, records its metadata for the log line, and applies
 /// secondary authorization.
 fn admit<T: DeserializeOwned + XksRequest>(
@@ -382,37 +355,25 @@ fn note_metadata(record: &mut RequestRecord, m: &xks_api::types::RequestMetadata
     record.kms_operation = Some(m.kms_operation.clone());
 }
 
+/// The body, capped at `max` bytes, in a buffer wiped when dropped.
 async fn read_body(
     body: Body,
     headers: &http::HeaderMap,
     max: usize,
 ) -> Result<Zeroizing<Vec<u8>>, XksError> {
-    let too_big = || {
-        fail(
+    read_capped(body, headers, max).await.map_err(|e| match e {
+        BodyReadError::TooLarge(max) => fail(
             ErrorName::UnsupportedOperationException,
             format!("the request body is larger than this proxy accepts ({max} bytes)"),
-        )
-    };
-    if declared_length(headers).is_some_and(|n| n > max) {
-        return Err(too_big());
-    }
-    let collected = Limited::new(body, max).collect().await.map_err(|e| {
-        if e.downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some()
-        {
-            too_big()
-        } else if let Some(timeout) = crate::server::find_body_timeout(e.as_ref()) {
+        ),
+        BodyReadError::TimedOut(timeout) => {
             fail(ErrorName::ValidationException, timeout.to_string())
-        } else {
-            fail(
-                ErrorName::ValidationException,
-                "the request body could not be read",
-            )
         }
-    })?;
-    let bytes: Bytes = collected.to_bytes();
-    // Vec::from(Bytes) takes the buffer over when it is the only owner: no second copy.
-    Ok(Zeroizing::new(Vec::from(bytes)))
+        BodyReadError::Unreadable => fail(
+            ErrorName::ValidationException,
+            "the request body could not be read",
+        ),
+    })
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, XksError> {
