@@ -14,6 +14,8 @@ use kms_frontend::{blob, sealing};
 use zeroize::Zeroizing;
 
 const KEY_ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+/// A key material id as the front end writes them (64 hex characters).
+const MATERIAL_ID: &str = "5f2b0c6a9e1d4f7382a6b0c4d8e2f6a1b5c9d3e7f1a5b9c3d7e1f5a9b3c7d1e5";
 
 fn context() -> BTreeMap<String, String> {
     BTreeMap::from([
@@ -30,9 +32,13 @@ fn bench_aws_kms_blob(c: &mut Criterion) {
         let plaintext = vec![0x5a; size];
         group.throughput(Throughput::Bytes(size as u64));
         group.bench_with_input(BenchmarkId::new("encrypt", size), &plaintext, |b, pt| {
-            b.iter(|| blob::encrypt_blob(KEY_ID, &material, black_box(pt), &ctx).expect("seal"));
+            b.iter(|| {
+                blob::encrypt_blob(KEY_ID, MATERIAL_ID, &material, black_box(pt), &ctx)
+                    .expect("seal")
+            });
         });
-        let blob = blob::encrypt_blob(KEY_ID, &material, &plaintext, &ctx).expect("seal");
+        let blob =
+            blob::encrypt_blob(KEY_ID, MATERIAL_ID, &material, &plaintext, &ctx).expect("seal");
         group.bench_with_input(BenchmarkId::new("decrypt", size), &blob, |b, blob| {
             b.iter(|| blob::decrypt_blob(black_box(blob), &material, &ctx).expect("open"));
         });

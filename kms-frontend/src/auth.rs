@@ -27,6 +27,9 @@ pub struct Caller {
     pub partition: &'static str,
     /// The request id (`x-amzn-RequestId`), also sent to XKS proxies as `kmsRequestId`.
     pub request_id: String,
+    /// The id of the request's audit event: the `event_id` of its request log line, and the
+    /// `CloudTrailEventId` GetKeyLastUsage reports.
+    pub event_id: String,
     /// The caller's identity policies (the allow-all policy when none is attached).
     pub identity: Arc<Vec<crate::authz::Policy>>,
     /// The peer address the request came from (`aws:SourceIp`), when the listener knows it.
@@ -151,6 +154,19 @@ impl Callers {
         self.table.load().principals.contains(arn)
     }
 
+    /// Whether the account `account_id` is served in `region` (the Region is served and no
+    /// principal of the account is limited to other Regions): where a multi-Region key of
+    /// the account may have a replica.
+    pub fn serves(&self, account_id: &str, region: &str) -> bool {
+        let table = self.table.load();
+        table.served_regions.contains(region)
+            && table
+                .by_access_key
+                .values()
+                .filter(|e| e.account_id == account_id)
+                .all(|e| e.regions.is_empty() || e.regions.iter().any(|r| r == region))
+    }
+
     /// Checks the request's cheap parts (header shape, known access key) before its body is
     /// read; returns the parsed header for [`Callers::verify`].
     pub fn identify(&self, parts: &http::request::Parts) -> Result<Authorization, KmsError> {
@@ -237,6 +253,7 @@ impl Callers {
             partition: partition_for_region(&region),
             region,
             request_id: String::new(),
+            event_id: String::new(),
             identity: entry.identity.clone(),
             source_ip: None,
             cross_account: false,

@@ -505,9 +505,11 @@ pub struct KeyMetadataView<'a> {
     pub cloud_hsm_cluster_id: Option<&'a str>,
     /// `XksKeyConfiguration.Id`: rendered only for `EXTERNAL_KEY_STORE` keys.
     pub xks_key_id: Option<&'a str>,
-    /// `MultiRegion` (always rendered); `MultiRegionConfiguration` (as a primary key with no
-    /// replicas) only when true.
+    /// `MultiRegion` (always rendered); `MultiRegionConfiguration` only when true: as
+    /// `multi_region_configuration` says, or as a primary with no replicas without it.
     pub multi_region: bool,
+    /// The multi-Region key's set (its role, its primary, its replicas), when known.
+    pub multi_region_configuration: Option<&'a MultiRegionConfiguration>,
     /// `CurrentKeyMaterialId` (64 hex characters): rendered only for `SYMMETRIC_DEFAULT` keys
     /// of origin `AWS_KMS`, or `EXTERNAL` outside `PendingImport`.
     pub current_key_material_id: Option<&'a str>,
@@ -547,14 +549,15 @@ impl KeyMetadataView<'_> {
         }
         m.insert("MultiRegion".into(), json!(self.multi_region));
         if self.multi_region {
-            m.insert(
-                "MultiRegionConfiguration".into(),
-                json!({
+            let config = match self.multi_region_configuration {
+                Some(c) => c.json(),
+                None => json!({
                     "MultiRegionKeyType": "PRIMARY",
                     "PrimaryKey": {"Arn": self.arn, "Region": self.region},
                     "ReplicaKeys": [],
                 }),
-            );
+            };
+            m.insert("MultiRegionConfiguration".into(), config);
         }
         if self.state == KeyState::PendingDeletion
             && let Some(date) = self.deletion_date
@@ -596,6 +599,30 @@ impl KeyMetadataView<'_> {
             m.insert("CurrentKeyMaterialId".into(), json!(id));
         }
         Value::Object(m)
+    }
+}
+
+/// A multi-Region key's `MultiRegionConfiguration`: every member of its set shows the same
+/// primary and replicas, and its own role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiRegionConfiguration {
+    /// Whether the key described is the primary (`PRIMARY`) or a replica (`REPLICA`).
+    pub is_primary: bool,
+    /// The primary key's (ARN, Region).
+    pub primary: (String, String),
+    /// Every replica's (ARN, Region), oldest first (a replica lists itself too).
+    pub replicas: Vec<(String, String)>,
+}
+
+impl MultiRegionConfiguration {
+    /// The wire object.
+    pub fn json(&self) -> Value {
+        let member = |(arn, region): &(String, String)| json!({"Arn": arn, "Region": region});
+        json!({
+            "MultiRegionKeyType": if self.is_primary { "PRIMARY" } else { "REPLICA" },
+            "PrimaryKey": member(&self.primary),
+            "ReplicaKeys": self.replicas.iter().map(member).collect::<Vec<_>>(),
+        })
     }
 }
 
@@ -740,6 +767,7 @@ mod tests {
             cloud_hsm_cluster_id: None,
             xks_key_id: None,
             multi_region,
+            multi_region_configuration: None,
             current_key_material_id: None,
             expiration_model: None,
             valid_to: None,

@@ -154,7 +154,10 @@ fn check_config(args: &ServeArgs) -> std::process::ExitCode {
                 "config {} is valid: {} account(s), {principals} principal(s), database {}",
                 path.display(),
                 cfg.accounts.len(),
-                cfg.storage_path.display()
+                match &cfg.storage {
+                    crate::config::StorageSettings::Sqlite(path) => path.display().to_string(),
+                    crate::config::StorageSettings::Postgres(pg) => pg.url.clone(),
+                }
             ))
         });
     match result {
@@ -184,8 +187,34 @@ pub fn main() -> std::process::ExitCode {
     let path = explicit
         .clone()
         .unwrap_or_else(|| home().join("config.toml"));
-    if explicit.is_none() && !path.exists() {
-        match create_local(&home(), args.listen) {
+    // `init --config <dir>/config.toml` creates the local setup in <dir>; any other name
+    // cannot be honoured (the setup's files are named relative to its directory).
+    let setup_dir = match (&explicit, serve) {
+        (None, _) => Some(home()),
+        (Some(_), true) => None,
+        (Some(p), false) if p.exists() => {
+            println!("{} already exists; nothing to create.", p.display());
+            return std::process::ExitCode::SUCCESS;
+        }
+        (Some(p), false) => match (p.file_name(), p.parent()) {
+            (Some(name), Some(dir)) if name == "config.toml" => {
+                Some(if dir.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    dir.to_path_buf()
+                })
+            }
+            _ => {
+                eprintln!(
+                    "kms-frontend: init writes <dir>/config.toml; pass --config <dir>/config.toml \
+                     (or set KMS_FRONTEND_HOME=<dir>)"
+                );
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    if let Some(dir) = setup_dir.filter(|_| !path.exists()) {
+        match create_local(&dir, args.listen) {
             Ok(text) => print!("{text}"),
             Err(e) => {
                 eprintln!("kms-frontend: cannot create the local setup: {e}");

@@ -12,6 +12,24 @@ pub mod defaults {
     /// KMS keys per account and Region (AWS's default quota).
     pub const MAX_KEYS_PER_REGION: u64 = 100_000;
 
+    /// `[storage]` with a PostgreSQL `url`.
+    pub mod postgres {
+        /// Connections per process: enough for the blocking pool's concurrent requests on a
+        /// small host; a fleet of N processes opens up to N times this many.
+        pub const POOL_SIZE: usize = 16;
+        /// The largest `pool_size` accepted.
+        pub const MAX_POOL_SIZE: usize = 1024;
+        /// The server-side statement timeout: a request fails after this, rather than
+        /// waiting on a lock or a stalled server indefinitely.
+        pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+        /// Opening one connection (TCP, TLS, authentication), or waiting for a free one.
+        pub const CONNECT_TIMEOUT_MS: u64 = 3_000;
+        /// The smallest timeout accepted.
+        pub const MIN_TIMEOUT_MS: u64 = 10;
+        /// The largest timeout accepted.
+        pub const MAX_TIMEOUT_MS: u64 = 600_000;
+    }
+
     /// The Regions served unless the top-level `regions` says otherwise: AWS KMS's
     /// commercial, China and GovCloud Regions (botocore's endpoints.json).
     pub const SERVED_REGIONS: &[&str] = &[
@@ -142,7 +160,16 @@ struct RawTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawStorage {
-    path: PathBuf,
+    /// The SQLite database file (the default backend).
+    path: Option<PathBuf>,
+    /// A PostgreSQL connection URL instead (`postgres://user@host:port/db`), no password in it.
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    tls_ca_file: Option<PathBuf>,
+    pool_size: Option<usize>,
+    statement_timeout_ms: Option<u64>,
+    connect_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +183,8 @@ struct RawRootKey {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_keys_per_region: Option<u64>,
+    max_grants_per_key: Option<u64>,
+    max_grants_per_grantee: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,12 +225,15 @@ pub struct FrontendConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// `[server]` connection limits, deadlines and the in-flight limit.
     pub server_limits: https_server::ServerLimits,
-    /// The SQLite database file.
-    pub storage_path: PathBuf,
+    /// The storage backend: an SQLite file or a PostgreSQL database (`[storage]`).
+    pub storage: StorageSettings,
     /// The root key sealing key material.
     pub root_key: root_key::RootKeySource,
     /// KMS keys per account and Region.
     pub max_keys_per_region: u64,
+    /// Grants per key and per grantee on a key (`[limits] max_grants_per_key`,
+    /// `max_grants_per_grantee`).
+    pub grant_limits: crate::grants::GrantLimits,
     /// Log filter.
     pub log_level: String,
     /// Accounts and their principals.
@@ -216,6 +248,44 @@ pub struct FrontendConfig {
     pub require_signed_target: bool,
     /// Identity policies (the stand-in for IAM): name → JSON document.
     pub identity_policies: std::collections::BTreeMap<String, String>,
+}
+
+/// Where keys, aliases and custom key stores are stored (`[storage]`: `path` or `url`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageSettings {
+    /// One SQLite file (`path`), the default: one host.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database (`url`), which several front ends may share.
+    Postgres(PostgresSettings),
+}
+
+/// A PostgreSQL database as `[storage]` names it. The password never appears in the URL
+/// or here: only where to read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSettings {
+    /// `postgres://user@host[:port]/database[?options]`, without a password.
+    pub url: String,
+    /// Where the password is read from at start-up, if the server wants one.
+    pub password: Option<SecretSource>,
+    /// The CA (PEM) the server's certificate must chain to: TLS is then required and the
+    /// certificate and host name verified (rustls). Without it the connection is plain.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Connections per process (each request holds one for one transaction).
+    pub pool_size: usize,
+    /// The server-side `statement_timeout`, and the bound on waiting for one answer.
+    pub statement_timeout: std::time::Duration,
+    /// The bound on opening one connection (TCP, TLS and authentication), and on waiting
+    /// for a free pooled connection.
+    pub connect_timeout: std::time::Duration,
+}
+
+/// A secret read at start-up from an owner-only file or an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file readable by its owner only (`root_key::read_secret_file`).
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
 }
 
 /// How the front end reaches XKS proxies.
@@ -296,6 +366,26 @@ impl Resolver {
     }
 }
 
+/// `[limits]`' grant quotas: AWS's 50,000 grants per key by default; the per-grantee quota
+/// defaults to the per-key one (AWS dropped its own in 2021). Each must be at least 1.
+fn grant_limits(raw: &RawLimits, problems: &mut Vec<String>) -> crate::grants::GrantLimits {
+    let defaults = crate::grants::GrantLimits::default();
+    let per_key = raw.max_grants_per_key.unwrap_or(defaults.per_key);
+    let per_grantee = raw.max_grants_per_grantee.unwrap_or(per_key);
+    for (name, v) in [
+        ("max_grants_per_key", per_key),
+        ("max_grants_per_grantee", per_grantee),
+    ] {
+        if v == 0 {
+            problems.push(format!("limits.{name}: must be at least 1"));
+        }
+    }
+    crate::grants::GrantLimits {
+        per_key,
+        per_grantee,
+    }
+}
+
 impl FrontendConfig {
     /// Reads and validates a config file: every problem is collected, then reported
     /// together.
@@ -311,6 +401,8 @@ impl FrontendConfig {
         let identity_policies =
             identity_policies(raw.identity_policies, &mut accounts, &paths, &mut problems);
         let xks = xks_settings(&raw.xks, &paths, &mut problems);
+        let grant_limits = grant_limits(&raw.limits, &mut problems);
+        let storage = storage_settings(raw.storage, &paths, &mut problems);
         let admin_listen = raw.admin.listen.as_deref().and_then(|a| {
             a.parse::<SocketAddr>()
                 .map_err(|_| problems.push(format!("admin.listen: '{a}' is not an address")))
@@ -327,12 +419,13 @@ impl FrontendConfig {
             listen,
             tls,
             server_limits,
-            storage_path: paths.resolve(&raw.storage.path),
+            storage,
             root_key,
             max_keys_per_region: raw
                 .limits
                 .max_keys_per_region
                 .unwrap_or(defaults::MAX_KEYS_PER_REGION),
+            grant_limits,
             log_level: raw.logging.level.unwrap_or_else(|| "info".into()),
             accounts,
             xks,
@@ -392,6 +485,112 @@ fn server_limits(raw: &RawServer) -> https_server::ServerLimitSettings {
         request_body_timeout_ms: raw.request_body_timeout_ms,
         max_concurrent_streams: raw.max_concurrent_streams,
     }
+}
+
+/// `[storage]`: exactly one of `path` (SQLite) or `url` (PostgreSQL); the PostgreSQL settings
+/// only with `url`, each within its bounds.
+fn storage_settings(
+    raw: RawStorage,
+    paths: &Resolver,
+    problems: &mut Vec<String>,
+) -> StorageSettings {
+    use defaults::postgres as d;
+    let pg_only = [
+        ("password_file", raw.password_file.is_some()),
+        ("password_env", raw.password_env.is_some()),
+        ("tls_ca_file", raw.tls_ca_file.is_some()),
+        ("pool_size", raw.pool_size.is_some()),
+        ("statement_timeout_ms", raw.statement_timeout_ms.is_some()),
+        ("connect_timeout_ms", raw.connect_timeout_ms.is_some()),
+    ];
+    let url = match (raw.path, raw.url) {
+        (Some(path), None) => {
+            for (name, _) in pg_only.iter().filter(|(_, set)| *set) {
+                problems.push(format!("storage.{name} applies only to storage.url"));
+            }
+            return StorageSettings::Sqlite(paths.resolve(&path));
+        }
+        (None, Some(url)) => url,
+        _ => {
+            problems.push("storage: set exactly one of path (SQLite) or url (PostgreSQL)".into());
+            return StorageSettings::Sqlite(PathBuf::new());
+        }
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        problems.push("storage.url: must start with postgres:// or postgresql://".into());
+    }
+    // A password in the URL would end up in logs and process listings.
+    if url_has_password(&url) {
+        problems.push(
+            "storage.url: must not contain a password; use storage.password_file or \
+             storage.password_env"
+                .into(),
+        );
+    }
+    let password = match (raw.password_file, raw.password_env) {
+        (None, None) => None,
+        (Some(f), None) => Some(SecretSource::File(paths.resolve(&f))),
+        (None, Some(v)) => Some(SecretSource::Env(v)),
+        (Some(_), Some(_)) => {
+            problems.push("storage: set at most one of password_file or password_env".into());
+            None
+        }
+    };
+    let pool_size = raw.pool_size.unwrap_or(d::POOL_SIZE);
+    if !(1..=d::MAX_POOL_SIZE).contains(&pool_size) {
+        problems.push(format!(
+            "storage.pool_size: must be 1..={}",
+            d::MAX_POOL_SIZE
+        ));
+    }
+    let mut millis = |name: &str, value: Option<u64>, default: u64| {
+        let ms = value.unwrap_or(default);
+        if !(d::MIN_TIMEOUT_MS..=d::MAX_TIMEOUT_MS).contains(&ms) {
+            problems.push(format!(
+                "storage.{name}: must be {}..={} ms",
+                d::MIN_TIMEOUT_MS,
+                d::MAX_TIMEOUT_MS
+            ));
+        }
+        std::time::Duration::from_millis(ms)
+    };
+    let statement_timeout = millis(
+        "statement_timeout_ms",
+        raw.statement_timeout_ms,
+        d::STATEMENT_TIMEOUT_MS,
+    );
+    let connect_timeout = millis(
+        "connect_timeout_ms",
+        raw.connect_timeout_ms,
+        d::CONNECT_TIMEOUT_MS,
+    );
+    StorageSettings::Postgres(PostgresSettings {
+        url,
+        password,
+        tls_ca_file: raw.tls_ca_file.map(|f| paths.resolve(&f)),
+        pool_size,
+        statement_timeout,
+        connect_timeout,
+    })
+}
+
+/// Whether a `postgres://` URL carries a password (`user:password@`, or `password=` among
+/// its options).
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let authority = authority.split('/').next().unwrap_or("");
+    let in_userinfo = authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let in_query = query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.split('=').next().is_some_and(|k| k == "password"))
+    });
+    in_userinfo || in_query
 }
 
 /// `[root_key]`: exactly one of a file or an environment variable.

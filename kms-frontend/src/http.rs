@@ -65,7 +65,7 @@ async fn advance_clock(State(state): State<HttpState>, body: axum::body::Bytes) 
         .unwrap_or(0);
     kms.clock.advance(seconds.saturating_mul(1000));
     let k = kms.clone();
-    let _ = tokio::task::spawn_blocking(move || k.sweep_deletions()).await;
+    let _ = tokio::task::spawn_blocking(move || k.sweep_time_driven()).await;
     tracing::warn!(seconds, "test hook: clock advanced");
     protocol::ok(serde_json::json!({"now_ms": kms.clock.now_ms()}), "test")
 }
@@ -73,9 +73,14 @@ async fn advance_clock(State(state): State<HttpState>, body: axum::body::Bytes) 
 async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
     let started = Instant::now();
     let request_id = uuid::Uuid::new_v4().to_string();
+    let event_id = uuid::Uuid::new_v4().to_string();
     let mut operation = String::from("-");
     let mut account = String::from("-");
-    let result = handle(&state, req, &request_id, &mut operation, &mut account).await;
+    let ids = RequestIds {
+        request_id: &request_id,
+        event_id: &event_id,
+    };
+    let result = handle(&state, req, ids, &mut operation, &mut account).await;
     let (response, error) = match result {
         Ok(body) => (protocol::ok(body, &request_id), None),
         Err(e) => {
@@ -87,6 +92,7 @@ async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
     tracing::info!(
         target: "kms_frontend::request",
         request_id = %request_id,
+        event_id = %event_id,
         account = %account,
         operation = %operation,
         status = response.status().as_u16(),
@@ -98,10 +104,17 @@ async fn dispatch(State(state): State<HttpState>, req: Request) -> Response {
     response
 }
 
+/// The identifiers of one request: its request id (`x-amzn-RequestId`) and its audit event id.
+#[derive(Clone, Copy)]
+struct RequestIds<'a> {
+    request_id: &'a str,
+    event_id: &'a str,
+}
+
 async fn handle(
     state: &HttpState,
     req: Request,
-    request_id: &str,
+    ids: RequestIds<'_>,
     operation: &mut String,
     account: &mut String,
 ) -> Result<serde_json::Value, KmsError> {
@@ -134,7 +147,8 @@ async fn handle(
             "You have exceeded the rate at which you may call KMS. Reduce the frequency of your calls.",
         )
     })?;
-    caller.request_id = request_id.to_owned();
+    caller.request_id = ids.request_id.to_owned();
+    caller.event_id = ids.event_id.to_owned();
     *account = caller.account_id.clone();
     let op = parts
         .headers

@@ -60,6 +60,28 @@ pub enum Operation {
     Encapsulate,
     /// `Decapsulate` (an `ENCAPSULATE_DECAPSULATE` key).
     Decapsulate,
+    /// `EnableKeyRotation`.
+    EnableKeyRotation,
+    /// `DisableKeyRotation`.
+    DisableKeyRotation,
+    /// `GetKeyRotationStatus`.
+    GetKeyRotationStatus,
+    /// `RotateKeyOnDemand`.
+    RotateKeyOnDemand,
+    /// `ListKeyRotations`.
+    ListKeyRotations,
+    /// `GetParametersForImport`.
+    GetParametersForImport,
+    /// `ImportKeyMaterial`.
+    ImportKeyMaterial,
+    /// `DeleteImportedKeyMaterial`.
+    DeleteImportedKeyMaterial,
+    /// `CreateGrant` (refused for a disabled key, as the cryptographic operations are).
+    CreateGrant,
+    /// `ReplicateKey`, for the primary key.
+    ReplicateKey,
+    /// `UpdatePrimaryRegion`, for the primary key and the replica taking its role.
+    UpdatePrimaryRegion,
 }
 
 impl Operation {
@@ -90,6 +112,17 @@ impl Operation {
             Self::DeriveSharedSecret => "DeriveSharedSecret",
             Self::Encapsulate => "Encapsulate",
             Self::Decapsulate => "Decapsulate",
+            Self::EnableKeyRotation => "EnableKeyRotation",
+            Self::DisableKeyRotation => "DisableKeyRotation",
+            Self::GetKeyRotationStatus => "GetKeyRotationStatus",
+            Self::RotateKeyOnDemand => "RotateKeyOnDemand",
+            Self::ListKeyRotations => "ListKeyRotations",
+            Self::GetParametersForImport => "GetParametersForImport",
+            Self::ImportKeyMaterial => "ImportKeyMaterial",
+            Self::DeleteImportedKeyMaterial => "DeleteImportedKeyMaterial",
+            Self::CreateGrant => "CreateGrant",
+            Self::ReplicateKey => "ReplicateKey",
+            Self::UpdatePrimaryRegion => "UpdatePrimaryRegion",
         }
     }
 
@@ -144,12 +177,64 @@ impl Operation {
 /// stored one otherwise), may be used for `op`; if not, the error AWS answers.
 pub fn usable_key(key: &KeyRecord, state: KeyState, op: Operation) -> Result<(), KmsError> {
     let allowed = match op {
-        _ if op.is_cryptographic() => state == KeyState::Enabled,
+        // A multi-Region key whose primary is moving keeps working (AWS's key-state table).
+        _ if op.is_cryptographic() => matches!(state, KeyState::Enabled | KeyState::Updating),
+        // Multi-Region keys (`kms-keys-in-use.md` §7): a replica being created takes its
+        // names, tags, policy, description and deletion schedule, nothing that needs its
+        // material or its enabled state; a key whose primary is moving takes neither
+        // another move nor a change of its enabled state or deletion schedule.
+        Operation::EnableKey
+        | Operation::DisableKey
+        | Operation::EnableKeyRotation
+        | Operation::DisableKeyRotation
+        | Operation::RotateKeyOnDemand
+        | Operation::ListKeyRotations
+        | Operation::GetKeyRotationStatus
+        | Operation::GetParametersForImport
+        | Operation::ImportKeyMaterial
+        | Operation::DeleteImportedKeyMaterial
+            if state == KeyState::Creating =>
+        {
+            false
+        }
+        Operation::ScheduleKeyDeletion
+        | Operation::GetParametersForImport
+        | Operation::DeleteImportedKeyMaterial
+            if state == KeyState::Updating =>
+        {
+            false
+        }
+        Operation::ReplicateKey | Operation::UpdatePrimaryRegion => state == KeyState::Enabled,
         Operation::EnableKey | Operation::DisableKey => {
             matches!(state, KeyState::Enabled | KeyState::Disabled)
         }
-        Operation::CancelKeyDeletion => state == KeyState::PendingDeletion,
-        _ => state != KeyState::PendingDeletion,
+        Operation::CancelKeyDeletion => matches!(
+            state,
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+        ),
+        // AWS's key-state table: Disabled, PendingDeletion, PendingImport and Creating refuse
+        // CreateGrant; every other state allows it.
+        Operation::CreateGrant => !matches!(
+            state,
+            KeyState::Disabled
+                | KeyState::PendingDeletion
+                | KeyState::PendingReplicaDeletion
+                | KeyState::PendingImport
+                | KeyState::Creating
+        ),
+        // Rotation makes material: only for a usable key (AWS's key-state table).
+        Operation::EnableKeyRotation
+        | Operation::DisableKeyRotation
+        | Operation::RotateKeyOnDemand => state == KeyState::Enabled,
+        // The status reads `false` while the key is pending deletion (kept for a cancel);
+        // deleting imported material leaves a key pending deletion so.
+        Operation::GetKeyRotationStatus | Operation::DeleteImportedKeyMaterial => true,
+        // Import (and GetParametersForImport) works in PendingImport, Enabled and Disabled.
+        // A primary waiting for its replicas' deletion is as good as pending deletion.
+        _ => !matches!(
+            state,
+            KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+        ),
     };
     if !allowed {
         return Err(refusal(key, state, op));
@@ -212,12 +297,30 @@ pub fn refusal(key: &KeyRecord, state: KeyState, op: Operation) -> KmsError {
         _ if op == Operation::CancelKeyDeletion => KmsError::invalid_state(format!(
             "{arn} is not pending deletion (current KeyState: {state})."
         )),
-        KeyState::Disabled if op.is_cryptographic() => {
+        KeyState::Disabled
+            if op.is_cryptographic()
+                || matches!(
+                    op,
+                    Operation::EnableKeyRotation
+                        | Operation::DisableKeyRotation
+                        | Operation::RotateKeyOnDemand
+                        | Operation::CreateGrant
+                        | Operation::ReplicateKey
+                        | Operation::UpdatePrimaryRegion
+                ) =>
+        {
             KmsError::client("DisabledException", format!("{arn} is disabled."))
         }
         KeyState::PendingDeletion => KmsError::invalid_state(format!("{arn} is pending deletion.")),
         KeyState::PendingImport => KmsError::invalid_state(format!("{arn} is pending import.")),
         KeyState::Unavailable => KmsError::invalid_state(format!("{arn} is unavailable.")),
+        // AWS's texts for Creating and Updating (`kms-keys-in-use.md` §7); the one for
+        // PendingReplicaDeletion follows them (unrecorded).
+        KeyState::Creating => KmsError::invalid_state(format!("{arn} is creating.")),
+        KeyState::Updating => KmsError::invalid_state(format!("{arn} is updating.")),
+        KeyState::PendingReplicaDeletion => {
+            KmsError::invalid_state(format!("{arn} is pending replica deletion."))
+        }
         other => KmsError::invalid_state(format!("{arn} is {other}.")),
     }
 }
@@ -396,5 +499,85 @@ mod tests {
             let e = usable_key(&kem, KeyState::PendingDeletion, op).expect_err("pending");
             assert_eq!(e.name, "KMSInvalidStateException");
         }
+    }
+
+    #[test]
+    fn multi_region_states_have_their_answers() {
+        let arn = "arn:aws:kms:us-east-1:111122223333:key/k";
+        let invalid = |what: &str| {
+            Some((
+                "KMSInvalidStateException".to_owned(),
+                format!("{arn} is {what}."),
+            ))
+        };
+        // A replica being created: names, tags, policy and deletion work; nothing else.
+        for op in [
+            Operation::TagResource,
+            Operation::PutKeyPolicy,
+            Operation::PointAlias,
+            Operation::UpdateKeyDescription,
+            Operation::ScheduleKeyDeletion,
+        ] {
+            assert_eq!(answer(KeyState::Creating, op), None, "{op:?}");
+        }
+        for op in [
+            Operation::Encrypt,
+            Operation::EnableKey,
+            Operation::DisableKey,
+            Operation::CreateGrant,
+            Operation::RotateKeyOnDemand,
+            Operation::ImportKeyMaterial,
+            Operation::GetParametersForImport,
+        ] {
+            assert_eq!(
+                answer(KeyState::Creating, op),
+                invalid("creating"),
+                "{op:?}"
+            );
+        }
+        // A primary moving: cryptography works, its enabled state and deletion do not.
+        assert_eq!(answer(KeyState::Updating, Operation::Decrypt), None);
+        assert_eq!(answer(KeyState::Updating, Operation::TagResource), None);
+        for op in [
+            Operation::EnableKey,
+            Operation::DisableKey,
+            Operation::ScheduleKeyDeletion,
+            Operation::ReplicateKey,
+            Operation::UpdatePrimaryRegion,
+        ] {
+            assert_eq!(
+                answer(KeyState::Updating, op),
+                invalid("updating"),
+                "{op:?}"
+            );
+        }
+        // A primary waiting for its replicas' deletion is unusable but can be cancelled.
+        assert_eq!(
+            answer(KeyState::PendingReplicaDeletion, Operation::Encrypt),
+            invalid("pending replica deletion")
+        );
+        assert_eq!(
+            answer(KeyState::PendingReplicaDeletion, Operation::ReplicateKey),
+            invalid("pending replica deletion")
+        );
+        assert_eq!(
+            answer(
+                KeyState::PendingReplicaDeletion,
+                Operation::CancelKeyDeletion
+            ),
+            None
+        );
+        assert_eq!(answer(KeyState::Enabled, Operation::ReplicateKey), None);
+        assert_eq!(
+            answer(KeyState::Disabled, Operation::ReplicateKey),
+            Some((
+                "DisabledException".to_owned(),
+                format!("{arn} is disabled.")
+            ))
+        );
+        assert_eq!(
+            answer(KeyState::PendingImport, Operation::UpdatePrimaryRegion),
+            invalid("pending import")
+        );
     }
 }

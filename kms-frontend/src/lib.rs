@@ -7,7 +7,9 @@
 //! - [`authz`]: the authorization decision of every request (key and identity policies);
 //! - [`catalogue`]: the API's vocabulary: key specs, usages, origins, key and connection
 //!   states, algorithms, the `KeyMetadata` shape, key ids and ARNs;
+//! - [`grants`]: grant tokens, which operations a grant may name, and the grant evaluation;
 //! - [`key_state`]: which key states allow which operation, and AWS's error when not;
+//! - [`last_usage`]: the last cryptographic use of each key, batched to storage;
 //! - [`material`]: key material generation for every key spec (CSPRNG);
 //! - [`asymmetric_encryption`]: RSA-OAEP and SM2PKE with asymmetric `ENCRYPT_DECRYPT` keys;
 //! - [`policy`]: key policy validation, the lockout safety check and the default policy;
@@ -33,8 +35,10 @@ pub mod catalogue;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod grants;
 pub mod http;
 pub mod key_state;
+pub mod last_usage;
 pub mod material;
 pub mod ops;
 pub mod policy;

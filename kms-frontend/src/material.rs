@@ -396,6 +396,49 @@ fn sm2() -> Result<KeyMaterial, MaterialError> {
     Err(MaterialError::Generate(spec))
 }
 
+/// Imported key material (ImportKeyMaterial) checked against `spec` and put into this
+/// module's encoding: raw bytes of the spec's length for `SYMMETRIC_DEFAULT` and `HMAC_*`
+/// (the lengths AWS accepted), a PKCS#8 private key of the spec's size or curve for RSA
+/// and ECC (re-encoded as PKCS#8 v1, as generated keys are). Other specs cannot be
+/// imported.
+///
+/// # Errors
+/// [`MaterialError::Malformed`] if the bytes are not such material,
+/// [`MaterialError::WrongSpec`] for a spec that cannot be imported,
+/// [`MaterialError::Encode`] if re-encoding fails.
+pub fn imported_secret(spec: KeySpec, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+    if let Some(len) = symmetric_key_len(spec) {
+        if bytes.len() != len {
+            return Err(MaterialError::Malformed(spec));
+        }
+        return Ok(Zeroizing::new(bytes.to_vec()));
+    }
+    let ecdsa = |algorithm: &'static EcdsaSigningAlgorithm| {
+        let key = EcdsaKeyPair::from_pkcs8(algorithm, bytes)
+            .map_err(|_| MaterialError::Malformed(spec))?;
+        let der = key.to_pkcs8v1().map_err(|_| MaterialError::Encode(spec))?;
+        Ok(Zeroizing::new(der.as_ref().to_vec()))
+    };
+    let rsa = |bits: usize| {
+        let key = RsaKeyPair::from_pkcs8(bytes).map_err(|_| MaterialError::Malformed(spec))?;
+        if key.public_modulus_len() * 8 != bits {
+            return Err(MaterialError::Malformed(spec));
+        }
+        let der: Pkcs8V1Der<'static> = key.as_der().map_err(|_| MaterialError::Encode(spec))?;
+        Ok(Zeroizing::new(der.as_ref().to_vec()))
+    };
+    match spec {
+        KeySpec::Rsa2048 => rsa(2048),
+        KeySpec::Rsa3072 => rsa(3072),
+        KeySpec::Rsa4096 => rsa(4096),
+        KeySpec::EccNistP256 => ecdsa(&ECDSA_P256_SHA256_ASN1_SIGNING),
+        KeySpec::EccNistP384 => ecdsa(&ECDSA_P384_SHA384_ASN1_SIGNING),
+        KeySpec::EccNistP521 => ecdsa(&ECDSA_P521_SHA512_ASN1_SIGNING),
+        KeySpec::EccSecgP256k1 => ecdsa(&ECDSA_P256K1_SHA256_ASN1_SIGNING),
+        _ => Err(MaterialError::WrongSpec(spec)),
+    }
+}
+
 /// The SubjectPublicKeyInfo DER of the key pair whose secret (this module's encoding for
 /// `spec`) is `private_pkcs8`: what GetPublicKey returns and Verify checks with (only the
 /// sealed secret is stored; the public key is derived from it when needed).

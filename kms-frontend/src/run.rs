@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use crate::auth::Callers;
 use crate::clock::Clock;
-use crate::config::FrontendConfig;
+use crate::config::{FrontendConfig, StorageSettings};
 use crate::service::Kms;
-use crate::storage::SqliteStorage;
+use crate::storage::{SqliteStorage, Storage};
 
 /// Why the front end could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Storage could not be opened.
-    #[error("storage {path}: {message}")]
+    #[error("storage {location}: {message}")]
     Storage {
-        /// The database file.
-        path: std::path::PathBuf,
+        /// The database file, or the PostgreSQL URL (which holds no password).
+        location: String,
         /// Why.
         message: String,
     },
@@ -72,13 +72,88 @@ fn xks_client(x: &crate::config::XksSettings) -> Result<crate::xks_client::XksCl
     .map_err(|e| RunError::Tls(format!("XKS client: {e}")))
 }
 
-/// Health-checks every CONNECTED store, as KMS does every few minutes. Results are logged
-/// and counted; they never change a store's state.
-fn periodic_health_checks(kms: &Kms) {
+/// Which stores' proxies this process polls: in a fleet sharing one database, one process
+/// at a time polls a given proxy, the holder of that store's lease (`Storage::acquire_lease`),
+/// renewed at every round and taken over by another process once the holder stops renewing
+/// it (it died or lost the database) for [`ProxyPollLeases::ttl_ms`].
+#[derive(Debug)]
+struct ProxyPollLeases {
+    /// This process, as the lease holder: unique per process run.
+    holder: String,
+    /// How long a lease lasts without renewal: three polling intervals, so a missed round
+    /// (a slow proxy) does not hand the proxy to another process.
+    ttl_ms: i64,
+    /// The leases this process took, released at shutdown so another process takes over
+    /// at once.
+    held: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl ProxyPollLeases {
+    fn new(interval: std::time::Duration) -> Self {
+        let ttl = interval.saturating_mul(3).as_millis();
+        Self {
+            holder: uuid::Uuid::new_v4().to_string(),
+            ttl_ms: i64::try_from(ttl).unwrap_or(i64::MAX),
+            held: Default::default(),
+        }
+    }
+
+    /// The lease of one store's proxy.
+    fn name(s: &crate::storage::CustomKeyStoreRecord) -> String {
+        format!("xks-poll/{}/{}/{}", s.account_id, s.region, s.id)
+    }
+
+    /// Whether this process polls `s` now (takes or renews its lease). Leases are about
+    /// process liveness, so they run on the system clock, never the service clock (which
+    /// tests move forward, and which is per process).
+    fn take(&self, kms: &Kms, s: &crate::storage::CustomKeyStoreRecord) -> bool {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let name = Self::name(s);
+        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kms.storage.acquire_lease(&name, &self.holder, now_ms, self.ttl_ms) {
+            Ok(true) => {
+                if held.insert(name) {
+                    tracing::info!(custom_key_store = %s.id, "this process now polls the store's proxy");
+                }
+                true
+            }
+            Ok(false) => {
+                held.remove(&name);
+                false
+            }
+            Err(e) => {
+                held.remove(&name);
+                tracing::warn!(custom_key_store = %s.id, error = %e, "could not take the proxy polling lease");
+                false
+            }
+        }
+    }
+
+    /// Gives up every lease this process holds (graceful shutdown).
+    fn release_all(&self, kms: &Kms) {
+        let held = std::mem::take(
+            &mut *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for name in held {
+            if let Err(e) = kms.storage.release_lease(&name, &self.holder) {
+                tracing::debug!(lease = %name, error = %e, "could not release a lease; it expires");
+            }
+        }
+    }
+}
+
+/// Health-checks every CONNECTED store whose polling lease this process holds, as KMS does
+/// every few minutes. Results are logged and counted; they never change a store's state.
+fn periodic_health_checks(kms: &Kms, leases: &ProxyPollLeases) {
     let Ok(stores) = kms.storage.connected_custom_key_stores() else {
         return;
     };
     for s in stores {
+        if !leases.take(kms, &s) {
+            continue;
+        }
         let request_id = uuid::Uuid::new_v4().to_string();
         let outcome = crate::ops::target_secret(kms, &s)
             .map_err(|e| e.message)
@@ -101,24 +176,49 @@ fn periodic_health_checks(kms: &Kms) {
     }
 }
 
+/// Opens the configured storage backend (PostgreSQL: connects and applies the schema
+/// migrations, so a front end that starts has a usable database).
+fn open_storage(settings: &StorageSettings) -> Result<Arc<dyn Storage>, RunError> {
+    match settings {
+        StorageSettings::Sqlite(path) => {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let storage = SqliteStorage::open(path).map_err(|e| RunError::Storage {
+                location: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            Ok(Arc::new(storage))
+        }
+        #[cfg(feature = "postgres")]
+        StorageSettings::Postgres(pg) => {
+            let storage = crate::storage::PgStorage::open(pg).map_err(|e| RunError::Storage {
+                location: pg.url.clone(),
+                message: e.to_string(),
+            })?;
+            Ok(Arc::new(storage))
+        }
+        #[cfg(not(feature = "postgres"))]
+        StorageSettings::Postgres(pg) => Err(RunError::Storage {
+            location: pg.url.clone(),
+            message: "this build has no PostgreSQL support (cargo feature `postgres`)".into(),
+        }),
+    }
+}
+
 /// Builds the service from a config.
 pub fn build(cfg: &FrontendConfig) -> Result<Kms, RunError> {
-    if let Some(dir) = cfg.storage_path.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    let storage = SqliteStorage::open(&cfg.storage_path).map_err(|e| RunError::Storage {
-        path: cfg.storage_path.clone(),
-        message: e.to_string(),
-    })?;
     Ok(Kms {
-        storage: Arc::new(storage),
+        storage: open_storage(&cfg.storage)?,
         root: root_key::RootKey::load(&cfg.root_key)?,
         callers: Callers::from_config(cfg),
         clock: Clock::system(),
         max_keys: cfg.max_keys_per_region,
+        grant_limits: cfg.grant_limits,
         xks: xks_client(&cfg.xks)?,
         health_checks_ok: Default::default(),
         health_checks_failed: Default::default(),
+        usage: Default::default(),
     })
 }
 
@@ -163,25 +263,38 @@ pub async fn run(mut cfg: FrontendConfig) -> Result<(), RunError> {
         addr: cfg.listen,
         source,
     })?;
-    // Deletion windows end even when nobody calls.
+    // Deletion windows end, rotations fall due and imported material expires even when
+    // nobody calls.
     let sweeper = kms.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(crate::service::SWEEP_INTERVAL);
         loop {
             tick.tick().await;
             let k = sweeper.clone();
-            let _ = tokio::task::spawn_blocking(move || k.sweep_deletions()).await;
+            let _ = tokio::task::spawn_blocking(move || k.sweep_time_driven()).await;
+        }
+    });
+    // Key uses are written in batches (see `crate::last_usage`).
+    let flusher = kms.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::last_usage::FLUSH_INTERVAL);
+        loop {
+            tick.tick().await;
+            let k = flusher.clone();
+            let _ = tokio::task::spawn_blocking(move || flush_key_usages(&k)).await;
         }
     });
     let checker = kms.clone();
     let interval = cfg.xks.health_check_interval;
+    let leases = Arc::new(ProxyPollLeases::new(interval));
+    let poll_leases = leases.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let k = checker.clone();
-            let _ = tokio::task::spawn_blocking(move || periodic_health_checks(&k)).await;
+            let (k, l) = (checker.clone(), poll_leases.clone());
+            let _ = tokio::task::spawn_blocking(move || periodic_health_checks(&k, &l)).await;
         }
     });
     println!("kms-frontend listening on {scheme}://{local}");
@@ -195,6 +308,7 @@ pub async fn run(mut cfg: FrontendConfig) -> Result<(), RunError> {
         println!("kms-frontend admin listening on http://{a}");
         tokio::spawn(serve_admin(l, kms.clone()));
     }
+    let last_flush = kms.clone();
     https_server::serve(
         listener,
         transport,
@@ -204,7 +318,19 @@ pub async fn run(mut cfg: FrontendConfig) -> Result<(), RunError> {
         shutdown_signal(),
     )
     .await;
+    let _ = tokio::task::spawn_blocking(move || {
+        flush_key_usages(&last_flush);
+        leases.release_all(&last_flush);
+    })
+    .await;
     Ok(())
+}
+
+/// Writes the key uses recorded since the last flush; a failure keeps them for the next.
+fn flush_key_usages(kms: &Kms) {
+    if let Err(e) = kms.usage.flush(kms.storage.as_ref()) {
+        tracing::warn!(error = %e, "could not record key usage; will retry");
+    }
 }
 
 async fn serve_admin(listener: tokio::net::TcpListener, kms: Arc<Kms>) {

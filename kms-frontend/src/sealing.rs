@@ -9,6 +9,7 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce, Tag};
 use zeroize::Zeroizing;
 
 use crate::protocol::KmsError;
+use crate::storage::{KeyRecord, Storage};
 
 /// AES-256-GCM with `key`; a key of another length is stored material gone wrong.
 pub(crate) fn cipher(key: &[u8]) -> Result<Aes256Gcm, KmsError> {
@@ -58,6 +59,55 @@ pub fn unseal_material(
             KmsError::internal("stored key material failed authentication (wrong root key?)")
         })?;
     Ok(out)
+}
+
+/// The key's current material, unsealed, with its id: what new ciphertexts are made with.
+/// A key without material (imported material deleted or not yet imported) is
+/// `KMSInvalidStateException`; callers judged its state before, so this is a race.
+pub fn current_material<'k>(
+    root: &root_key::RootKey,
+    key: &'k KeyRecord,
+) -> Result<(&'k str, Zeroizing<Vec<u8>>), KmsError> {
+    let no_material = || KmsError::invalid_state(format!("{} has no key material.", key.arn));
+    let sealed = key.sealed_material.as_ref().ok_or_else(no_material)?;
+    let id = key.material_id.as_deref().ok_or_else(no_material)?;
+    Ok((id, unseal_material(root, &key.arn, sealed)?))
+}
+
+/// The material a ciphertext of `key` was made with: the version `material_id` names, or,
+/// for a ciphertext written before material versions (`None`), the key's first material.
+/// The current material is taken from the key record without another read. A material the
+/// key never had is `InvalidCiphertextException`; one whose imported material is gone is
+/// `KMSInvalidStateException` (the key is pending import).
+pub fn material_for_ciphertext(
+    root: &root_key::RootKey,
+    storage: &dyn Storage,
+    key: &KeyRecord,
+    material_id: Option<&str>,
+) -> Result<Zeroizing<Vec<u8>>, KmsError> {
+    if let Some(id) = material_id
+        && key.material_id.as_deref() == Some(id)
+    {
+        return current_material(root, key).map(|(_, m)| m);
+    }
+    let versions = storage
+        .key_materials(key.address())
+        .map_err(crate::service::storage_error)?;
+    let version = match material_id {
+        Some(id) => versions.iter().find(|v| v.material_id == id),
+        None => versions.first(),
+    };
+    let Some(version) = version else {
+        return Err(KmsError::client(
+            "InvalidCiphertextException",
+            "The ciphertext or the encryption context is not valid.",
+        ));
+    };
+    let sealed = version
+        .sealed_material
+        .as_ref()
+        .ok_or_else(|| KmsError::invalid_state(format!("{} is pending import.", key.arn)))?;
+    unseal_material(root, &key.arn, sealed)
 }
 
 #[cfg(test)]

@@ -25,12 +25,16 @@ pub struct Kms {
     pub clock: Clock,
     /// KMS keys per account and Region.
     pub max_keys: u64,
+    /// The grant quotas.
+    pub grant_limits: crate::grants::GrantLimits,
     /// The client for external key store proxies.
     pub xks: crate::xks_client::XksClient,
     /// Periodic proxy health checks that succeeded.
     pub health_checks_ok: std::sync::atomic::AtomicU64,
     /// Periodic proxy health checks that failed.
     pub health_checks_failed: std::sync::atomic::AtomicU64,
+    /// The last use of each key, not yet flushed to storage.
+    pub usage: crate::last_usage::UsageTracker,
 }
 
 /// How often keys whose deletion window ended are deleted (by a task of the server; the
@@ -56,6 +60,15 @@ pub fn storage_error(e: StorageError) -> KmsError {
         ),
         e @ StorageError::UnknownValue { .. } => KmsError::internal(format!("storage: {e}")),
         StorageError::Backend(what) => KmsError::internal(format!("storage: {what}")),
+        // AWS's answer when a dependency does not answer in time: a 503 the SDKs retry.
+        StorageError::Timeout(what) => {
+            tracing::warn!(error = %what, "storage timed out");
+            KmsError {
+                name: "DependencyTimeoutException",
+                message: "The system timed out while trying to fulfill the request. You can retry the request.".into(),
+                status: 503,
+            }
+        }
     }
 }
 
@@ -98,9 +111,22 @@ impl Kms {
         body: zeroize::Zeroizing<Vec<u8>>,
     ) -> Result<serde_json::Value, KmsError> {
         let kms = self.clone();
+        let name = operation.clone();
+        let (request_id, event_id) = (caller.request_id.clone(), caller.event_id.clone());
         // Every operation is an authorization decision first (`crate::authz`), made where
         // the operation runs (it reads the key and its policy from storage).
-        let joined = if crate::ops::CRYPTO_OPERATIONS.contains(&operation.as_str()) {
+        let crypto = crate::ops::CRYPTO_OPERATIONS.contains(&operation.as_str());
+        let joined = if crypto && self.storage.reads_block() {
+            // Reads wait on a database server: the whole operation runs on the blocking
+            // pool, and awaits the proxy from there, so a slow or stopped database never
+            // holds a runtime worker.
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                crate::authz::context::authorize(&kms, &operation, &caller, &body)?;
+                runtime.block_on(crate::ops::dispatch_crypto(&kms, &operation, &caller, &body))
+            })
+            .await
+        } else if crypto {
             tokio::spawn(async move {
                 crate::authz::context::authorize(&kms, &operation, &caller, &body)?;
                 crate::ops::dispatch_crypto(&kms, &operation, &caller, &body).await
@@ -113,10 +139,13 @@ impl Kms {
             })
             .await
         };
-        joined.map_err(|e| {
+        let answer = joined.map_err(|e| {
             tracing::error!(error = %e, "an operation failed unexpectedly");
             KmsError::internal("An internal error occurred.")
-        })?
+        })??;
+        self.usage
+            .record_answer(&name, &answer, &request_id, &event_id, self.clock.now_ms());
+        Ok(answer)
     }
 
     /// A key's state as callers see it: keys of a custom key store that is not CONNECTED are
@@ -178,13 +207,37 @@ impl Kms {
         let now = self.clock.now_ms();
         if let Ok(due) = self.storage.keys_due_for_deletion(now) {
             for (account, region, key_id) in due {
-                if let Err(e) = self.storage.delete_key(&account, &region, &key_id) {
-                    tracing::warn!(%key_id, error = %e, "could not delete a key whose deletion window ended");
-                } else {
-                    tracing::info!(%account, %region, %key_id, "key deleted: its deletion window ended");
+                if key_id.starts_with("mrk-")
+                    && let Ok(Some(key)) = self.storage.get_key(&account, &region, &key_id)
+                    && crate::ops::hold_primary_with_replicas(self, &key)
+                {
+                    continue;
+                }
+                match self.storage.delete_key(&account, &region, &key_id) {
+                    Ok(()) => {
+                        tracing::info!(%account, %region, %key_id, "key deleted: its deletion window ended");
+                    }
+                    // Another process of a fleet on the same database swept it first: the
+                    // database let exactly one delete happen.
+                    Err(StorageError::NotFound) => {
+                        tracing::debug!(%key_id, "key already deleted by another process");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%key_id, error = %e, "could not delete a key whose deletion window ended");
+                    }
                 }
             }
         }
+    }
+
+    /// Everything the service clock drives: deletions whose window ended, automatic
+    /// rotations that are due, imported material whose `ValidTo` passed. Each part is one
+    /// indexed query when nothing is due.
+    pub fn sweep_time_driven(&self) {
+        self.sweep_deletions();
+        crate::ops::sweep_rotations(self);
+        crate::ops::sweep_expired_material(self);
+        crate::ops::sweep_multi_region(self);
     }
 
     /// Finds a key by the reference a caller gave.

@@ -245,6 +245,9 @@ pub struct RunArgs {
     /// kms-decrypt, kms-generate-data-key, kms-sign, kms-verify).
     #[arg(long)]
     pub key_id: Option<String>,
+    /// A grant token sent in `GrantTokens` with every request (kms-encrypt).
+    #[arg(long)]
+    pub grant_token: Option<String>,
     /// SigV4 access key id.
     #[arg(long, env = "XKS_LOAD_ACCESS_KEY_ID")]
     pub access_key_id: Option<String>,
@@ -534,6 +537,7 @@ pub fn build(args: &RunArgs) -> Result<(Target, Scenario, HttpOptions, RunConfig
         ScenarioName::KmsEncrypt => Scenario::KmsEncrypt {
             key_id: kms_key_id()?,
             size: args.size,
+            grant_token: args.grant_token.clone(),
         },
         ScenarioName::KmsDecrypt => Scenario::KmsDecrypt {
             key_id: kms_key_id()?,

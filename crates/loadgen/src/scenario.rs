@@ -123,6 +123,9 @@ pub enum Scenario {
         key_id: String,
         /// Plaintext size in bytes (KMS allows up to 4,096).
         size: usize,
+        /// A grant token sent in `GrantTokens` with every request (the caller authorized
+        /// by a grant), if any.
+        grant_token: Option<String>,
     },
     /// KMS Decrypt of one ciphertext made by an Encrypt at setup.
     KmsDecrypt {
@@ -655,11 +658,17 @@ impl Prepared {
                 }
                 self.kms_request("CreateKey", "TrentService.CreateKey", body)
             }
-            Scenario::KmsEncrypt { key_id, .. } => self.kms_request(
-                "Encrypt",
-                "TrentService.Encrypt",
-                json!({"KeyId": key_id, "Plaintext": self.plaintext_b64}),
-            ),
+            Scenario::KmsEncrypt {
+                key_id,
+                grant_token,
+                ..
+            } => {
+                let mut body = json!({"KeyId": key_id, "Plaintext": self.plaintext_b64});
+                if let Some(t) = grant_token {
+                    body["GrantTokens"] = json!([t]);
+                }
+                self.kms_request("Encrypt", "TrentService.Encrypt", body)
+            }
             Scenario::KmsDecrypt { key_id, .. } => {
                 let mut body = json!({"KeyId": key_id});
                 for (name, value) in &self.decrypt_fields {

@@ -321,6 +321,7 @@ async fn kms_scenarios_against_the_front_end() {
         Scenario::KmsEncrypt {
             key_id: key_id.clone(),
             size: 32,
+            grant_token: None,
         },
         Scenario::KmsDecrypt {
             key_id: key_id.clone(),
@@ -346,6 +347,7 @@ async fn kms_scenarios_against_the_front_end() {
         Scenario::KmsEncrypt {
             key_id: "alias/does-not-exist".into(),
             size: 32,
+            grant_token: None,
         },
         http,
         exactly(2, 1),
@@ -460,6 +462,7 @@ async fn kms_scenarios_on_external_key_store_keys() {
         Scenario::KmsEncrypt {
             key_id: key_id.clone(),
             size: 32,
+            grant_token: None,
         },
         Scenario::KmsDecrypt {
             key_id: key_id.clone(),

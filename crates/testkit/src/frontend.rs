@@ -1,13 +1,19 @@
 //! A `kms-frontend` process for a test: a home directory with a test PKI, a root key, a
-//! SQLite database and configured accounts and principals, plus ways to drive it with the
-//! real clients (boto3, the AWS CLI) as a newcomer would.
+//! database and configured accounts and principals, plus ways to drive it with the real
+//! clients (boto3, the AWS CLI) as a newcomer would.
+//!
+//! The database is an SQLite file in the home, or, with `KMS_TEST_STORAGE=postgres`, a
+//! schema of its own on the PostgreSQL database `KMS_TEST_POSTGRES_URL` names (dropped with
+//! the last fixture using it), so the same suites run on both backends. Several fixtures
+//! may share one PostgreSQL schema, one root key and the same principals: a fleet of front
+//! ends ([`FrontendFixture::fleet_member`]).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use crate::pki::TestPki;
@@ -36,6 +42,193 @@ pub struct FrontendFixture {
     pub principals: Vec<TestPrincipal>,
     /// Extra top-level TOML (e.g. `[limits]`).
     pub extra_toml: String,
+    /// Where the front end stores its data.
+    pub storage: TestStorage,
+}
+
+/// The variable choosing the storage backend of the suites' front ends: `sqlite` (the
+/// default) or `postgres`.
+pub const STORAGE_VAR: &str = "KMS_TEST_STORAGE";
+
+/// The variable naming the test PostgreSQL database,
+/// `postgres://user:password@host:port/database` (the role needs `CREATE` on it).
+pub const POSTGRES_URL_VAR: &str = "KMS_TEST_POSTGRES_URL";
+
+/// Where a fixture's front end stores its data.
+#[derive(Debug, Clone)]
+pub enum TestStorage {
+    /// `data/kms.sqlite` in the fixture's home.
+    Sqlite,
+    /// A PostgreSQL schema.
+    Postgres(PgTarget),
+}
+
+/// A front end's PostgreSQL settings: its schema, and how it reaches the server.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// The schema (shared by every fixture of a fleet).
+    pub schema: Arc<PgSchema>,
+    /// `host:port` to connect to instead of the server's own (a [`crate::relay::TcpRelay`]
+    /// in front of it).
+    pub via: Option<String>,
+    /// Extra `[storage]` lines (e.g. `statement_timeout_ms = 500`).
+    pub extra: String,
+}
+
+/// The test PostgreSQL database, parsed from [`POSTGRES_URL_VAR`].
+#[derive(Debug, Clone)]
+pub struct PgServer {
+    user: String,
+    password: String,
+    /// `host:port` of the server.
+    pub address: String,
+    database: String,
+}
+
+impl PgServer {
+    /// The server [`POSTGRES_URL_VAR`] names; panics (never skips) when it is not set.
+    pub fn from_env() -> Self {
+        let url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| {
+            panic!(
+                "{POSTGRES_URL_VAR} is not set: this test needs PostgreSQL (scripts/test starts \
+                 PostgreSQL 15 and sets it)"
+            )
+        });
+        fn bad<T>() -> T {
+            panic!("{POSTGRES_URL_VAR}: expected postgres://user:password@host:port/db")
+        }
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .unwrap_or_else(bad);
+        let (userinfo, rest) = rest.rsplit_once('@').unwrap_or_else(bad);
+        let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let (address, database) = rest.split_once('/').unwrap_or_else(bad);
+        let database = database.split('?').next().unwrap_or_default();
+        let address = if address.contains(':') {
+            address.to_owned()
+        } else {
+            format!("{address}:5432")
+        };
+        Self {
+            user: user.into(),
+            password: password.into(),
+            address,
+            database: database.into(),
+        }
+    }
+
+    /// Runs `sql` with `psql` as the test role (administration outside the front ends).
+    pub fn admin(&self, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .arg(format!("postgres://{}@{}/{}", self.user, self.address, self.database))
+            .env("PGPASSWORD", &self.password)
+            .output()
+            .expect("psql must be installed for the PostgreSQL tests (postgresql-client)");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// A schema of its own on the test database: created empty, dropped with everything in it
+/// when the last fixture holding it is dropped.
+#[derive(Debug)]
+pub struct PgSchema {
+    /// The server.
+    pub server: PgServer,
+    /// The schema name.
+    pub name: String,
+}
+
+impl PgSchema {
+    /// A new empty schema on the server [`POSTGRES_URL_VAR`] names.
+    pub fn create() -> Arc<Self> {
+        let server = PgServer::from_env();
+        let name = format!("e2e_{}", hex_lower(&crate::random_bytes(8)));
+        server.admin(&format!("CREATE SCHEMA {name}"));
+        Arc::new(Self { server, name })
+    }
+
+    /// Runs `sql` in this schema and returns its output (`psql -At`).
+    pub fn query(&self, sql: &str) -> String {
+        self.server
+            .admin(&format!("SET search_path TO {}; {sql}", self.name))
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        // Front ends may still hold connections (a killed process's sessions end a moment
+        // later); DROP SCHEMA waits for their locks, bounded by the lock timeout.
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE",
+                self.name
+            ))
+            .arg(format!(
+                "postgres://{}@{}/{}",
+                self.server.user, self.server.address, self.server.database
+            ))
+            .env("PGPASSWORD", &self.server.password)
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+impl TestStorage {
+    /// The backend [`STORAGE_VAR`] chooses (SQLite when unset); PostgreSQL gets a fresh
+    /// schema.
+    pub fn from_env() -> Self {
+        match std::env::var(STORAGE_VAR).as_deref() {
+            Err(_) | Ok("" | "sqlite") => Self::Sqlite,
+            Ok("postgres") => Self::postgres(),
+            Ok(other) => panic!("{STORAGE_VAR}={other}: expected sqlite or postgres"),
+        }
+    }
+
+    /// A fresh PostgreSQL schema, whatever [`STORAGE_VAR`] says.
+    pub fn postgres() -> Self {
+        Self::Postgres(PgTarget {
+            schema: PgSchema::create(),
+            via: None,
+            extra: String::new(),
+        })
+    }
+
+    /// Whether this is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
+    /// The `[storage]` section for a front end whose home is `home` (PostgreSQL: the
+    /// password goes to an owner-only file there, never into the URL).
+    fn toml(&self, home: &Path) -> String {
+        match self {
+            Self::Sqlite => "[storage]\npath = \"data/kms.sqlite\"\n".into(),
+            Self::Postgres(t) => {
+                let s = &t.schema.server;
+                write_private(&home.join("secrets/postgres.password"), &s.password);
+                let address = t.via.as_deref().unwrap_or(&s.address);
+                format!(
+                    "[storage]\nurl = \"postgres://{}@{address}/{}?options=-c%20search_path%3D{}\"\npassword_file = \"secrets/postgres.password\"\n{}\n",
+                    s.user, s.database, t.schema.name, t.extra
+                )
+            }
+        }
+    }
 }
 
 fn access_key_id() -> String {
@@ -76,6 +269,28 @@ impl FrontendFixture {
                 principal("444455556666", "carol"),
             ],
             extra_toml: String::new(),
+            storage: TestStorage::from_env(),
+        }
+    }
+
+    /// Another front end of the same fleet: its own home, PKI and listen addresses, the same
+    /// root key, principals, extra config and database (which must be PostgreSQL).
+    pub fn fleet_member(&self) -> Self {
+        assert!(
+            self.storage.is_postgres(),
+            "a fleet shares one PostgreSQL database"
+        );
+        let home = tempfile::tempdir().expect("tempdir");
+        let pki = TestPki::create(&home.path().join("tls"));
+        let root = std::fs::read_to_string(self.home.path().join("secrets/root.key"))
+            .expect("root key");
+        write_private(&home.path().join("secrets/root.key"), root.trim_end());
+        Self {
+            home,
+            pki,
+            principals: self.principals.clone(),
+            extra_toml: self.extra_toml.clone(),
+            storage: self.storage.clone(),
         }
     }
 
@@ -87,8 +302,10 @@ impl FrontendFixture {
     /// Writes the config.
     pub fn write_config(&self) {
         let mut t = String::from(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n\n[storage]\npath = \"data/kms.sqlite\"\n\n[root_key]\nfile = \"secrets/root.key\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n\n",
         );
+        t.push_str(&self.storage.toml(self.home.path()));
+        t.push_str("\n[root_key]\nfile = \"secrets/root.key\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n");
         t.push_str(&self.extra_toml);
         t.push('\n');
         let mut accounts: Vec<&str> = self.principals.iter().map(|p| p.account.as_str()).collect();
@@ -287,6 +504,21 @@ impl RunningFrontend {
     pub fn reload(&self) {
         self.fixture.write_config();
         crate::signal_process(self.pid(), "HUP");
+    }
+
+    /// Stops the process with SIGTERM (a graceful shutdown) and waits up to 30 s for it to
+    /// exit, then kills it; returns whether it exited by itself.
+    pub fn stop(&mut self) -> bool {
+        crate::signal_process(self.pid(), "TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill_hard();
+        false
     }
 
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.

@@ -214,3 +214,174 @@ fn answer(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
     );
     r
 }
+
+/// What a [`TcpRelay`] does with its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpRelayMode {
+    /// Forward bytes both ways.
+    Forward,
+    /// The server is gone: open connections are reset, new ones closed at once.
+    Cut,
+    /// The server hangs: connections stay open (new ones are accepted), nothing is
+    /// forwarded until the mode changes.
+    Stall,
+}
+
+/// A plain TCP relay on 127.0.0.1 in front of a server (a database), which a test cuts or
+/// stalls to play a server that stopped or hangs, without touching the real one. Runs on
+/// its own threads, so it works with any test runtime; stops when dropped.
+#[derive(Debug)]
+pub struct TcpRelay {
+    /// The port it listens on.
+    pub port: u16,
+    shared: Arc<TcpRelayShared>,
+}
+
+#[derive(Debug)]
+struct TcpRelayShared {
+    mode: Mutex<TcpRelayMode>,
+    changed: std::sync::Condvar,
+    /// Both ends of every open connection, so a cut can reset them.
+    open: Mutex<Vec<(std::net::TcpStream, std::net::TcpStream)>>,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+impl TcpRelayShared {
+    fn mode(&self) -> TcpRelayMode {
+        *self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits while stalled; whether bytes may be forwarded (false: cut or stopped).
+    fn may_forward(&self) -> bool {
+        let mut mode = self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        loop {
+            if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                return false;
+            }
+            match *mode {
+                TcpRelayMode::Forward => return true,
+                TcpRelayMode::Cut => return false,
+                TcpRelayMode::Stall => {
+                    mode = self
+                        .changed
+                        .wait_timeout(mode, Duration::from_millis(100))
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                }
+            }
+        }
+    }
+
+    fn reset_all(&self) {
+        let open = std::mem::take(
+            &mut *self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for (a, b) in open {
+            let _ = a.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl TcpRelay {
+    /// Starts a relay forwarding to `upstream` (`host:port`).
+    pub fn start(upstream: &str) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let port = listener.local_addr().expect("relay address").port();
+        let shared = Arc::new(TcpRelayShared {
+            mode: Mutex::new(TcpRelayMode::Forward),
+            changed: std::sync::Condvar::new(),
+            open: Mutex::new(Vec::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+        });
+        let upstream = upstream.to_owned();
+        let s = shared.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if s.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if s.mode() == TcpRelayMode::Cut {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (Ok(c2), Ok(s2), Ok(c3), Ok(s3)) = (
+                    client.try_clone(),
+                    server.try_clone(),
+                    client.try_clone(),
+                    server.try_clone(),
+                ) else {
+                    continue;
+                };
+                s.open
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push((c3, s3));
+                let (a, b) = (s.clone(), s.clone());
+                std::thread::spawn(move || pump(client, server, &a));
+                std::thread::spawn(move || pump(s2, c2, &b));
+            }
+        });
+        Self { port, shared }
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Changes the mode. [`TcpRelayMode::Cut`] resets every open connection, and so does
+    /// leaving [`TcpRelayMode::Stall`] (a hung server that comes back is a restarted one:
+    /// nothing held during the stall reaches it late).
+    pub fn set_mode(&self, mode: TcpRelayMode) {
+        let previous = self.shared.mode();
+        if previous == TcpRelayMode::Stall && mode != TcpRelayMode::Stall {
+            // Reset while still stalled, so no held bytes are forwarded first.
+            self.shared.reset_all();
+        }
+        *self
+            .shared
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = mode;
+        if mode == TcpRelayMode::Cut {
+            self.shared.reset_all();
+        }
+        self.shared.changed.notify_all();
+    }
+}
+
+/// Copies `from` → `to` while the relay allows it; closes both ends when done.
+fn pump(mut from: std::net::TcpStream, mut to: std::net::TcpStream, shared: &TcpRelayShared) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if !shared.may_forward() || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        self.shared
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.shared.changed.notify_all();
+        self.shared.reset_all();
+        // Wakes the accept loop so it sees `stopped`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use super::evaluate::role_of_session;
-use super::{Decision, Policy, Request, denial, evaluate};
+use super::{Decision, Grant, Policy, Request, denial, evaluate};
 use crate::auth::Caller;
 use crate::protocol::KmsError;
 use crate::service::{KeyRef, Kms};
@@ -64,7 +64,6 @@ const KEY_OPERATIONS: &[&str] = &[
     "ListResourceTags",
     "PutKeyPolicy",
     "ReplicateKey",
-    "RetireGrant",
     "RevokeGrant",
     "RotateKeyOnDemand",
     "ScheduleKeyDeletion",
@@ -79,6 +78,8 @@ const KEY_OPERATIONS: &[&str] = &[
 
 /// Operations with their own resources (ciphertext, two keys, an alias and its key).
 const SPECIAL_OPERATIONS: &[&str] = &[
+    // Decided by the grant it retires (`authorize_retire`, called by the operation).
+    "RetireGrant",
     "Decrypt",
     "ReEncrypt",
     "CreateAlias",
@@ -190,6 +191,52 @@ fn request_keys(
             put(key, vec![v]);
         }
     }
+    // Rotation and import (issue 18): the request's values, ImportKeyMaterial's
+    // ExpirationModel with its default.
+    if op == "EnableKeyRotation"
+        && let Some(days) = body.get("RotationPeriodInDays").and_then(Value::as_i64)
+    {
+        put("kms:RotationPeriodInDays", vec![days.to_string()]);
+    }
+    if op == "GetParametersForImport" {
+        for (field, key) in [
+            ("WrappingAlgorithm", "kms:WrappingAlgorithm"),
+            ("WrappingKeySpec", "kms:WrappingKeySpec"),
+        ] {
+            if let Some(v) = s(field) {
+                put(key, vec![v]);
+            }
+        }
+    }
+    if op == "ImportKeyMaterial" {
+        put(
+            "kms:ExpirationModel",
+            vec![s("ExpirationModel").unwrap_or_else(|| "KEY_MATERIAL_EXPIRES".into())],
+        );
+        if let Some(t) = body.get("ValidTo").and_then(Value::as_f64) {
+            put("kms:ValidTo", vec![(t.floor() as i64).to_string()]);
+        }
+    }
+    if op == "CreateGrant" {
+        grant_request_keys(body, &mut put);
+    }
+    // Multi-Region keys (issue 19): the Region a replica goes to, the Region the primary
+    // moves to.
+    if op == "ReplicateKey"
+        && let Some(r) = s("ReplicaRegion")
+    {
+        put("kms:ReplicaRegion", vec![r]);
+    }
+    if op == "UpdatePrimaryRegion"
+        && let Some(r) = s("PrimaryRegion")
+    {
+        put("kms:PrimaryRegion", vec![r]);
+    }
+    if matches!(op, "CreateGrant" | "ListGrants" | "RevokeGrant") {
+        // Only calls an integrated AWS service makes for a principal set it to true; this
+        // front end has no such callers.
+        put("kms:GrantIsForAWSResource", vec!["false".into()]);
+    }
     if op == "Sign" || op == "Verify" {
         put(
             "kms:MessageType",
@@ -209,6 +256,11 @@ fn request_keys(
             "kms:KeyOrigin",
             vec![s("Origin").unwrap_or_else(|| "AWS_KMS".into())],
         );
+        let multi_region = body
+            .get("MultiRegion")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        put("kms:MultiRegion", vec![multi_region.to_string()]);
     }
     if op == "CreateKey" || op == "PutKeyPolicy" {
         let bypass = body
@@ -245,12 +297,57 @@ fn request_keys(
     keys
 }
 
+/// CreateGrant's condition keys: the grant's operations, principals, constraint type and
+/// the constraint's encryption context (`kms:EncryptionContext:<k>`, as AWS supplies them).
+fn grant_request_keys(body: &Value, put: &mut impl FnMut(&str, Vec<String>)) {
+    let strings = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    put("kms:GrantOperations", strings(body.get("Operations")));
+    for (field, key) in [
+        ("GranteePrincipal", "kms:GranteePrincipal"),
+        ("RetiringPrincipal", "kms:RetiringPrincipal"),
+    ] {
+        if let Some(v) = body.get(field).and_then(Value::as_str) {
+            put(key, vec![v.to_owned()]);
+        }
+    }
+    let Some(constraints) = body.get("Constraints").and_then(Value::as_object) else {
+        return;
+    };
+    let mut types = Vec::new();
+    let mut names = Vec::new();
+    for kind in ["EncryptionContextEquals", "EncryptionContextSubset"] {
+        let Some(pairs) = constraints.get(kind).and_then(Value::as_object) else {
+            continue;
+        };
+        types.push(kind.to_owned());
+        for (k, v) in pairs {
+            if let Some(v) = v.as_str() {
+                put(&format!("kms:EncryptionContext:{k}"), vec![v.to_owned()]);
+            }
+            names.push(k.clone());
+        }
+    }
+    if !types.is_empty() {
+        put("kms:GrantConstraintType", types);
+        put("kms:EncryptionContextKeys", names);
+    }
+}
+
 /// Adds the key's own properties, tags and (when a policy tests them: they cost a storage
 /// read) aliases.
 fn key_keys(
     kms: &Kms,
     key: &KeyRecord,
     with_aliases: bool,
+    with_region_role: bool,
     keys: &mut BTreeMap<String, Vec<String>>,
 ) {
     let mut put = |k: &str, v: Vec<String>| {
@@ -264,6 +361,18 @@ fn key_keys(
     put("kms:MultiRegion", vec![key.multi_region.to_string()]);
     for (k, v) in &key.tags {
         put(&format!("aws:ResourceTag/{k}"), vec![v.clone()]);
+    }
+    // A multi-Region key's role costs a storage read: only when a policy tests it.
+    if key.multi_region
+        && with_region_role
+        && let Ok(Some(set)) = kms.storage.multi_region_set(&key.account_id, &key.key_id)
+    {
+        let role = if set.primary_region == key.region {
+            "PRIMARY"
+        } else {
+            "REPLICA"
+        };
+        put("kms:MultiRegionKeyType", vec![role.to_owned()]);
     }
     if !with_aliases {
         return;
@@ -315,6 +424,11 @@ struct Check<'a> {
     kms: &'a Kms,
     caller: &'a Caller,
     base: BTreeMap<String, Vec<String>>,
+    /// The request body (grant constraints read its encryption context; CreateGrant's
+    /// grant parameters).
+    body: &'a Value,
+    /// The grants the request's `GrantTokens` name (verified).
+    tokens: Vec<crate::grants::TokenClaims>,
 }
 
 impl Check<'_> {
@@ -356,12 +470,90 @@ impl Check<'_> {
             }
         };
         const ALIASES: &str = "kms:resourcealiases";
-        let with_aliases =
-            policy.tests_key(ALIASES) || self.caller.identity.iter().any(|p| p.tests_key(ALIASES));
-        key_keys(self.kms, key, with_aliases, &mut req.keys);
-        let d = evaluate(&req, Some(&policy), &self.caller.identity, &[]);
+        const ROLE: &str = "kms:multiregionkeytype";
+        let tested = |name: &str| {
+            policy.tests_key(name) || self.caller.identity.iter().any(|p| p.tests_key(name))
+        };
+        key_keys(self.kms, key, tested(ALIASES), tested(ROLE), &mut req.keys);
+        let mut d = evaluate(&req, Some(&policy), &self.caller.identity, &[]);
+        // Grants only allow, so they are read only when the policies refused without an
+        // explicit Deny (a caller the policies allow pays nothing for them).
+        if matches!(d, Decision::NoResourceAllow | Decision::NoIdentityAllow) {
+            let grants = self.applicable_grants(action, key, &req)?;
+            if !grants.is_empty() {
+                d = evaluate(&req, Some(&policy), &self.caller.identity, &grants);
+            }
+        }
         let on = shown.map_or_else(|| format!("resource: {}", key.arn), str::to_owned);
         self.finish(&req, d, &on)
+    }
+
+    /// The grants on `key` that allow this request to the caller (`crate::grants::
+    /// grant_allows` decides each), as the evaluator takes them: the caller's grants by
+    /// grantee name, and those its grant tokens name.
+    fn applicable_grants(
+        &self,
+        action: &str,
+        key: &KeyRecord,
+        req: &Request,
+    ) -> Result<Vec<Grant>, KmsError> {
+        let names = crate::grants::grantee_names(self.caller);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut records = self
+            .kms
+            .storage
+            .grants_for_grantees(key.address(), &names)
+            .map_err(crate::service::storage_error)?;
+        for claims in self.tokens.iter().filter(|c| c.key_arn == key.arn) {
+            if records.iter().any(|g| g.grant_id == claims.grant_id) {
+                continue;
+            }
+            // A token of a grant since retired or revoked names nothing.
+            if let Some(g) = self
+                .kms
+                .storage
+                .get_grant(key.address(), &claims.grant_id)
+                .map_err(crate::service::storage_error)?
+            {
+                records.push(g);
+            }
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let identity_allows = evaluate(req, None, &self.caller.identity, &[]) == Decision::Allow;
+        let context_field = match action {
+            "ReEncryptFrom" => "SourceEncryptionContext",
+            "ReEncryptTo" => "DestinationEncryptionContext",
+            _ => "EncryptionContext",
+        };
+        let child_ops: Vec<String> = self
+            .body
+            .get("Operations")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|o| o.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let child_constraints = grant_constraints(self.body);
+        let grant_use = crate::grants::GrantUse {
+            caller: self.caller,
+            operation: action,
+            encryption_context: self.body.get(context_field).and_then(Value::as_object),
+            child: (action == "CreateGrant")
+                .then_some((&child_ops[..], child_constraints.as_ref())),
+            identity_allows,
+        };
+        Ok(records
+            .iter()
+            .filter(|g| crate::grants::grant_allows(g, &grant_use))
+            .map(|g| Grant {
+                grantee: req.principal_arn.clone(),
+                operations: g.operations.clone(),
+            })
+            .collect())
     }
 
     fn find(&self, reference: &str) -> Option<KeyRecord> {
@@ -401,10 +593,20 @@ pub fn authorize(kms: &Kms, operation: &str, caller: &Caller, body: &[u8]) -> Re
     let Ok(body) = serde_json::from_slice::<Value>(body) else {
         return Ok(());
     };
+    let tokens = match verified_tokens(kms, &body) {
+        _ if !crate::grants::TOKEN_OPERATIONS.contains(&operation) => Vec::new(),
+        Ok(tokens) => tokens,
+        // The model lists InvalidGrantTokenException for every operation taking tokens but
+        // DescribeKey, which uses the valid ones and ignores the rest.
+        Err(_) if operation == "DescribeKey" => Vec::new(),
+        Err(e) => return Err(e),
+    };
     let mut check = Check {
         kms,
         caller,
         base: request_keys(operation, caller, &body, kms.clock.now_ms()),
+        body: &body,
+        tokens,
     };
     let field = |name: &str| body.get(name).and_then(Value::as_str).map(str::to_owned);
     if STAR_OPERATIONS.contains(&operation) {
@@ -503,7 +705,143 @@ pub fn can_put_key_policy(
         kms,
         caller,
         base: request_keys("PutKeyPolicy", caller, &body, kms.clock.now_ms()),
+        body: &body,
+        tokens: Vec::new(),
     };
     let req = check.request("PutKeyPolicy", &resource, Some(&caller.account_id));
     evaluate(&req, Some(&policy), &caller.identity, &[]) == Decision::Allow
+}
+
+/// ReplicateKey's and UpdatePrimaryRegion's checks beyond the key named by `KeyId` (which
+/// [`authorize`] made): `operation` on `key`, another member of the set, with the
+/// request's condition keys (UpdatePrimaryRegion is authorized in both Regions).
+pub fn authorize_member(
+    kms: &Kms,
+    caller: &Caller,
+    operation: &str,
+    key: &KeyRecord,
+    body: &Value,
+) -> Result<(), KmsError> {
+    let check = Check {
+        kms,
+        caller,
+        base: request_keys(operation, caller, body, kms.clock.now_ms()),
+        body,
+        tokens: Vec::new(),
+    };
+    check.on_key(operation, key, None)
+}
+
+/// ReplicateKey's identity-policy checks in the replica's Region (`caller` as if it called
+/// there): `kms:CreateKey`, and `kms:TagResource` when the request tags the replica.
+pub fn authorize_replica_creation(
+    kms: &Kms,
+    caller: &Caller,
+    body: &Value,
+) -> Result<(), KmsError> {
+    let mut base = request_keys("ReplicateKey", caller, body, kms.clock.now_ms());
+    // The key created there is a multi-Region key.
+    base.insert("kms:multiregion".into(), vec!["true".into()]);
+    let check = Check {
+        kms,
+        caller,
+        base,
+        body,
+        tokens: Vec::new(),
+    };
+    check.identity_only("CreateKey", "*")?;
+    if body
+        .get("Tags")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty())
+    {
+        check.identity_only("TagResource", "*")?;
+    }
+    Ok(())
+}
+
+/// The `Constraints` of a CreateGrant body, as stored grants hold them.
+fn grant_constraints(body: &Value) -> Option<crate::storage::GrantConstraints> {
+    let c = body.get("Constraints")?.as_object()?;
+    let pairs = |kind: &str| -> Option<BTreeMap<String, String>> {
+        c.get(kind)?.as_object().map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+    };
+    let out = crate::storage::GrantConstraints {
+        encryption_context_equals: pairs("EncryptionContextEquals"),
+        encryption_context_subset: pairs("EncryptionContextSubset"),
+    };
+    (out.encryption_context_equals.is_some() || out.encryption_context_subset.is_some())
+        .then_some(out)
+}
+
+/// The request's `GrantTokens`, verified: any token that is not one this front end issued
+/// is `InvalidGrantTokenException`. Members the model refuses (too many, too long, not
+/// strings) are left to the operation's validation.
+fn verified_tokens(kms: &Kms, body: &Value) -> Result<Vec<crate::grants::TokenClaims>, KmsError> {
+    let Some(tokens) = body.get("GrantTokens").and_then(Value::as_array) else {
+        return Ok(Vec::new());
+    };
+    if tokens.len() > MAX_GRANT_TOKENS {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for t in tokens {
+        let Some(t) = t.as_str() else {
+            return Ok(Vec::new());
+        };
+        if t.is_empty() || t.len() > crate::grants::MAX_TOKEN_LEN {
+            return Ok(Vec::new());
+        }
+        out.push(
+            crate::grants::verify_token(&kms.root, t)
+                .map_err(|_| crate::grants::invalid_token())?,
+        );
+    }
+    Ok(out)
+}
+
+/// At most this many `GrantTokens` in a request (the model's bound).
+const MAX_GRANT_TOKENS: usize = 10;
+
+/// RetireGrant's decision, made by the operation once it found the grant: an explicit
+/// `Deny` of `kms:RetireGrant` (key policy or identity policies) refuses; otherwise
+/// `crate::grants::may_retire` decides (the retiring principal, the grantee of a grant
+/// that includes RetireGrant, or a principal of the issuing account whose identity
+/// policies allow `kms:RetireGrant` on the key).
+pub fn authorize_retire(
+    kms: &Kms,
+    caller: &Caller,
+    key: &KeyRecord,
+    grant: &crate::storage::GrantRecord,
+) -> Result<(), KmsError> {
+    let body = serde_json::json!({});
+    let check = Check {
+        kms,
+        caller,
+        base: request_keys("RetireGrant", caller, &body, kms.clock.now_ms()),
+        body: &body,
+        tokens: Vec::new(),
+    };
+    let mut req = check.request("RetireGrant", &key.arn, Some(&key.account_id));
+    key_keys(kms, key, false, false, &mut req.keys);
+    let policy = parsed_key_policy(&key.policy).map_err(|e| {
+        tracing::error!(key = %key.arn, error = %e, "a stored key policy does not parse");
+        KmsError::internal("An internal error occurred.")
+    })?;
+    let on = format!("resource: {}", key.arn);
+    if let d @ (Decision::ExplicitDenyResource | Decision::ExplicitDenyIdentity) =
+        evaluate(&req, Some(&policy), &caller.identity, &[])
+    {
+        return check.finish(&req, d, &on);
+    }
+    let identity_allows = evaluate(&req, None, &caller.identity, &[]) == Decision::Allow;
+    if crate::grants::may_retire(grant, caller, identity_allows) {
+        Ok(())
+    } else {
+        check.finish(&req, Decision::NoResourceAllow, &on)
+    }
 }

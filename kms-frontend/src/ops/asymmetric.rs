@@ -127,7 +127,8 @@ pub(super) fn finish(v: Violations, sensitive: Vec<String>) -> Result<(), KmsErr
     )))
 }
 
-/// `GrantTokens`: accepted (grants are not modelled), within the model's limits.
+/// `GrantTokens`: within the model's limits (the tokens themselves are verified and used by
+/// the authorization decision, `authz::context`).
 pub(super) fn check_grant_tokens(v: &mut Violations, tokens: Option<&[String]>) {
     if let Some(t) = tokens {
         if t.len() > MAX_GRANT_TOKENS {

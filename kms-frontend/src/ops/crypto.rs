@@ -83,11 +83,11 @@ async fn encrypt_with(
     ctx: &BTreeMap<String, String>,
     op: Operation,
 ) -> Result<Vec<u8>, KmsError> {
-    let m = material(kms, key)?;
+    let (material_id, m) = sealing::current_material(&kms.root, key)?;
     if key.origin == Origin::ExternalKeyStore.as_str() {
         return xks_encrypt(kms, caller, key, &m, plaintext, ctx, op).await;
     }
-    crate::blob::encrypt_blob(&key.key_id, &m, plaintext, ctx)
+    crate::blob::encrypt_blob(&key.key_id, material_id, &m, plaintext, ctx)
 }
 
 /// The store, proxy target secret and request metadata for a proxy call on `key`.
@@ -467,7 +467,13 @@ async fn open_blob(
             "The ciphertext is not valid.",
         ));
     }
-    let m = material(kms, &key)?;
+    let material_id = crate::blob::blob_material_id(blob)?;
+    let m = sealing::material_for_ciphertext(
+        &kms.root,
+        kms.storage.as_ref(),
+        &key,
+        material_id.as_deref(),
+    )?;
     let plaintext = crate::blob::decrypt_blob(blob, &m, ctx)?;
     Ok((key, plaintext))
 }

@@ -132,12 +132,8 @@ pub(super) fn generate_data_key_pair(
     })?;
     let (private, public) = pair.into_parts();
     let public = public.ok_or_else(|| KmsError::internal("a key pair has a public key"))?;
-    let sealed = key
-        .sealed_material
-        .as_ref()
-        .ok_or_else(|| KmsError::invalid_state(format!("{} has no key material.", key.arn)))?;
-    let wrapping = crate::sealing::unseal_material(&kms.root, &key.arn, sealed)?;
-    let blob = crate::blob::encrypt_blob(&key.key_id, &wrapping, &private, &ctx)?;
+    let (material_id, wrapping) = crate::sealing::current_material(&kms.root, &key)?;
+    let blob = crate::blob::encrypt_blob(&key.key_id, material_id, &wrapping, &private, &ctx)?;
     let mut out = json!({
         "PrivateKeyCiphertextBlob": STANDARD.encode(&blob),
         "PublicKey": STANDARD.encode(&public),

@@ -406,9 +406,9 @@ fn build_record(
         let material =
             crate::material::generate(new.spec).map_err(|e| KmsError::internal(e.to_string()))?;
         let sealed = crate::sealing::seal_material(&kms.root, &arn, material.secret())?;
-        let material_id = (new.spec.is_symmetric_encryption() && new.origin == Origin::AwsKms)
-            .then(|| material_id(&arn, 1));
-        (KeyState::Enabled, Some(sealed), material_id)
+        // Every material has an id (ciphertexts name it; DescribeKey shows it only where
+        // AWS does, see `catalogue::KeyMetadataView`).
+        (KeyState::Enabled, Some(sealed), Some(material_id(&arn, 1)))
     };
     Ok(KeyRecord {
         account_id: caller.account_id.clone(),
@@ -511,6 +511,14 @@ fn material_id(arn: &str, version: u32) -> String {
 
 /// A stored key's `KeyMetadata`.
 pub(super) fn metadata(k: &KeyRecord) -> Value {
+    metadata_with(k, None)
+}
+
+/// A stored key's `KeyMetadata`, with a multi-Region key's set when known.
+pub(super) fn metadata_with(
+    k: &KeyRecord,
+    multi_region_configuration: Option<&catalogue::MultiRegionConfiguration>,
+) -> Value {
     KeyMetadataView {
         account_id: &k.account_id,
         region: &k.region,
@@ -528,6 +536,7 @@ pub(super) fn metadata(k: &KeyRecord) -> Value {
         cloud_hsm_cluster_id: None,
         xks_key_id: k.xks_key_id.as_deref(),
         multi_region: k.multi_region,
+        multi_region_configuration,
         current_key_material_id: k.material_id.as_deref(),
         expiration_model: None,
         valid_to: None,
@@ -562,7 +571,26 @@ pub(super) fn describe_key(
     let key_id = required_key_id(input.key_id.as_deref())?;
     let mut key = kms.find_key(caller, key_id, KeyRef::KeyOrAlias)?;
     key.key_state = kms.effective_state(&key);
-    Ok(json!({ "KeyMetadata": metadata(&key) }))
+    let config = super::multi_region::configuration(kms, &key)?;
+    if key.key_state == KeyState::Creating {
+        // A replica shows its material id once it is created (AWS's answer).
+        key.material_id = None;
+    }
+    let mut m = metadata_with(&key, config.as_ref());
+    // Imported material's expiry lives with the material versions (`ops::import`).
+    let (model, valid_to) = crate::ops::expiration_of(kms, &key);
+    if let Value::Object(fields) = &mut m
+        && let Some(model) = model
+        && key.key_state != KeyState::PendingImport
+    {
+        if model == "KEY_MATERIAL_EXPIRES"
+            && let Some(valid_to) = valid_to
+        {
+            fields.insert("ValidTo".into(), json!(valid_to));
+        }
+        fields.insert("ExpirationModel".into(), json!(model));
+    }
+    Ok(json!({ "KeyMetadata": m }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -682,15 +710,25 @@ pub(super) fn schedule_key_deletion(
         date_ms: kms.clock.now_ms() + days * 86_400_000,
         window_days: u32::try_from(days).unwrap_or(30),
     };
-    let (key, ()) = kms.change_key(caller, key_id?, Operation::ScheduleKeyDeletion, |key| {
-        raced(kms.storage.transition_key_state(
-            key.address(),
-            &[key.key_state],
-            KeyState::PendingDeletion,
-            Some(deletion),
-        ))
+    let (key, to) = kms.change_key(caller, key_id?, Operation::ScheduleKeyDeletion, |key| {
+        // A multi-Region primary with replicas waits for their deletion first.
+        let to = super::multi_region::deletion_state(kms, key, deletion)?
+            .map_or(KeyState::PendingDeletion, |(state, _)| state);
+        raced(
+            kms.storage
+                .transition_key_state(key.address(), &[key.key_state], to, Some(deletion)),
+        )
+        .map(|done| done.map(|()| to))
         .map_err(storage_error)
     })?;
+    if to == KeyState::PendingReplicaDeletion {
+        // No deletion date yet: the window starts when the last replica is deleted.
+        return Ok(json!({
+            "KeyId": key.arn,
+            "KeyState": to.as_str(),
+            "PendingWindowInDays": days,
+        }));
+    }
     Ok(json!({
         "KeyId": key.arn,
         "DeletionDate": catalogue::epoch_seconds_from_millis(deletion.date_ms),

@@ -5,13 +5,23 @@ mod asymmetric;
 mod crypto;
 mod custom_key_stores;
 mod data_key_pairs;
+mod grants;
+mod import;
 mod kem;
 mod key_agreement;
 mod keys;
+mod last_usage;
 mod mac;
+mod multi_region;
+mod rotation;
 mod tags_policies;
 
 pub use custom_key_stores::{MAX_CUSTOM_KEY_STORES, health_check, target_secret};
+pub use import::{expiration_of, sweep_expired_material};
+pub use multi_region::{
+    ASYNC_STEP_MS, hold_primary_with_replicas, sweep_multi_region, sync_replica_materials,
+};
+pub use rotation::sweep_rotations;
 
 use serde_json::Value;
 
@@ -36,6 +46,12 @@ pub fn dispatch(
         "DeleteCustomKeyStore" => custom_key_stores::delete(kms, caller, parse(body)?),
         "CreateKey" => keys::create_key(kms, caller, parse(body)?),
         "DescribeKey" => keys::describe_key(kms, caller, parse(body)?),
+        "CreateGrant" => grants::create_grant(kms, caller, parse(body)?),
+        "ListGrants" => grants::list_grants(kms, caller, parse(body)?),
+        "ListRetirableGrants" => grants::list_retirable_grants(kms, caller, parse(body)?),
+        "RetireGrant" => grants::retire_grant(kms, caller, parse(body)?),
+        "RevokeGrant" => grants::revoke_grant(kms, caller, parse(body)?),
+        "GetKeyLastUsage" => last_usage::get_key_last_usage(kms, caller, parse(body)?),
         "ListKeys" => keys::list_keys(kms, caller, parse(body)?),
         "UpdateKeyDescription" => keys::update_key_description(kms, caller, parse(body)?),
         "EnableKey" => keys::set_enabled(kms, caller, parse(body)?, true),
@@ -68,6 +84,20 @@ pub fn dispatch(
         "DeriveSharedSecret" => key_agreement::derive_shared_secret(kms, caller, parse(body)?),
         "Encapsulate" => kem::encapsulate(kms, caller, parse(body)?),
         "Decapsulate" => kem::decapsulate(kms, caller, parse(body)?),
+        "EnableKeyRotation" => rotation::enable_key_rotation(kms, caller, parse(body)?),
+        "DisableKeyRotation" => rotation::disable_key_rotation(kms, caller, parse(body)?),
+        "GetKeyRotationStatus" => rotation::get_key_rotation_status(kms, caller, parse(body)?),
+        "RotateKeyOnDemand" => rotation::rotate_key_on_demand(kms, caller, parse(body)?),
+        "ListKeyRotations" => rotation::list_key_rotations(kms, caller, parse(body)?),
+        "GetParametersForImport" => import::get_parameters_for_import(kms, caller, parse(body)?),
+        "ImportKeyMaterial" => import::import_key_material(kms, caller, parse(body)?),
+        "DeleteImportedKeyMaterial" => {
+            import::delete_imported_key_material(kms, caller, parse(body)?)
+        }
+        "ReplicateKey" => multi_region::replicate_key(kms, caller, &parse(body)?, parse(body)?),
+        "UpdatePrimaryRegion" => {
+            multi_region::update_primary_region(kms, caller, &parse(body)?, parse(body)?)
+        }
         _ => Err(unknown_operation(operation)),
     }
 }
@@ -101,24 +131,7 @@ pub async fn dispatch_crypto(
 }
 
 /// Every operation of the current service model that this front end does not serve yet.
-const MODELED_BUT_UNSERVED: &[&str] = &[
-    "CreateGrant",
-    "DeleteImportedKeyMaterial",
-    "DisableKeyRotation",
-    "EnableKeyRotation",
-    "GetKeyLastUsage",
-    "GetKeyRotationStatus",
-    "GetParametersForImport",
-    "ImportKeyMaterial",
-    "ListGrants",
-    "ListKeyRotations",
-    "ListRetirableGrants",
-    "ReplicateKey",
-    "RetireGrant",
-    "RevokeGrant",
-    "RotateKeyOnDemand",
-    "UpdatePrimaryRegion",
-];
+const MODELED_BUT_UNSERVED: &[&str] = &[];
 
 fn unknown_operation(operation: &str) -> KmsError {
     if MODELED_BUT_UNSERVED.contains(&operation) {

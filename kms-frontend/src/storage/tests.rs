@@ -1,4 +1,6 @@
 #![allow(clippy::unwrap_used)]
+//! The storage conformance tests: every test that does not look below the trait runs once
+//! per backend (`conformance!` at the end generates `on_sqlite::*` and `on_postgres::*`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
@@ -11,17 +13,32 @@ use super::{
     sqlite::{SCHEMA_V1, SCHEMA_VERSION},
 };
 
+pub(in crate::storage) mod backends;
+
 const ACCT: &str = "111122223333";
 const REGION: &str = "eu-west-1";
 
-fn db() -> (tempfile::TempDir, PathBuf) {
+/// An SQLite database in a temporary directory, for the tests of SQLite itself.
+fn sqlite_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kms.sqlite3");
     (dir, path)
 }
 
-fn open(path: &Path) -> SqliteStorage {
+fn sqlite_open(path: &Path) -> SqliteStorage {
     SqliteStorage::open(path).unwrap()
+}
+
+/// A fresh, empty database of the backend the running conformance test is for (see
+/// `backends::conformance!`); the first value keeps it alive.
+fn db() -> (backends::Guard, backends::TestDb) {
+    backends::fresh()
+}
+
+/// A new storage instance on `db` (each call is another instance, as another process
+/// would have).
+fn open(db: &backends::TestDb) -> Arc<dyn Storage> {
+    Arc::from(db.open_storage().unwrap())
 }
 
 fn key(account: &str, region: &str, key_id: &str) -> KeyRecord {
@@ -96,7 +113,7 @@ fn vpc_store(region: &str, id: &str, service: &str) -> CustomKeyStoreRecord {
 }
 
 /// Creates the stores `ids` in `ACCT`/`REGION` (for keys that live in them).
-fn add_stores(s: &SqliteStorage, ids: &[&str]) {
+fn add_stores(s: &dyn Storage, ids: &[&str]) {
     for id in ids {
         s.create_custom_key_store(&store(ACCT, REGION, id), 100)
             .unwrap();
@@ -104,7 +121,7 @@ fn add_stores(s: &SqliteStorage, ids: &[&str]) {
 }
 
 /// Schedules the deletion of a key that is `Enabled`, as ScheduleKeyDeletion does.
-fn schedule_deletion(s: &SqliteStorage, k: &KeyRecord, date_ms: i64, window_days: u32) {
+fn schedule_deletion(s: &dyn Storage, k: &KeyRecord, date_ms: i64, window_days: u32) {
     s.transition_key_state(
         k.address(),
         &[KeyState::Enabled],
@@ -132,7 +149,6 @@ fn alias(region: &str, name: &str, target: &str) -> AliasRecord {
     }
 }
 
-#[test]
 fn key_crud_round_trip() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -235,7 +251,6 @@ fn key_crud_round_trip() {
     assert_eq!(s.untag_key(gone, any, &[]), Err(StorageError::NotFound));
 }
 
-#[test]
 fn duplicate_key_id_is_already_exists() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -250,7 +265,6 @@ fn duplicate_key_id_is_already_exists() {
         .unwrap();
 }
 
-#[test]
 fn duplicate_tag_keys_are_refused_atomically() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -277,7 +291,6 @@ fn duplicate_tag_keys_are_refused_atomically() {
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(good));
 }
 
-#[test]
 fn debug_hides_sealed_material() {
     let mut k = key(ACCT, REGION, "k1");
     k.sealed_material = Some(vec![0xDE, 0xAD, 0xBE, 0xEF, 0x42]);
@@ -288,7 +301,6 @@ fn debug_hides_sealed_material() {
     assert!(!shown.to_ascii_lowercase().contains("deadbeef"), "{shown}");
 }
 
-#[test]
 fn list_keys_pages_with_markers() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -333,7 +345,6 @@ fn list_keys_pages_with_markers() {
     assert_eq!(empty.next_marker, None);
 }
 
-#[test]
 fn aliases_crud_uniqueness_and_listing() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -447,11 +458,10 @@ fn aliases_crud_uniqueness_and_listing() {
     );
 }
 
-#[test]
 fn delete_key_frees_xks_id_and_removes_aliases_and_tags() {
     let (_dir, path) = db();
     let s = open(&path);
-    add_stores(&s, &["cks-1"]);
+    add_stores(&*s, &["cks-1"]);
     let mut k = xks_key("k1", "cks-1", "ext-1");
     k.tags = vec![("t".to_owned(), "v".to_owned())];
     s.create_key(&k, 100).unwrap();
@@ -485,7 +495,6 @@ fn delete_key_frees_xks_id_and_removes_aliases_and_tags() {
     );
 }
 
-#[test]
 fn create_key_limit_exceeded() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -499,7 +508,7 @@ fn create_key_limit_exceeded() {
     ));
     // Keys pending deletion count too.
     let pending = s.get_key(ACCT, REGION, "k0").unwrap().unwrap();
-    schedule_deletion(&s, &pending, 5, 7);
+    schedule_deletion(&*s, &pending, 5, 7);
     assert!(matches!(
         s.create_key(&key(ACCT, REGION, "k3"), 3),
         Err(StorageError::LimitExceeded(_))
@@ -516,11 +525,10 @@ fn create_key_limit_exceeded() {
     ));
 }
 
-#[test]
 fn xks_key_in_use() {
     let (_dir, path) = db();
     let s = open(&path);
-    add_stores(&s, &["cks-1", "cks-2"]);
+    add_stores(&*s, &["cks-1", "cks-2"]);
     s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
     assert_eq!(
         s.create_key(&xks_key("k2", "cks-1", "ext-1"), 100),
@@ -534,7 +542,7 @@ fn xks_key_in_use() {
     s.create_key(&key(ACCT, REGION, "k6"), 100).unwrap();
     // A key pending deletion still holds its external key.
     let k1 = s.get_key(ACCT, REGION, "k1").unwrap().unwrap();
-    schedule_deletion(&s, &k1, 1, 7);
+    schedule_deletion(&*s, &k1, 1, 7);
     assert_eq!(
         s.create_key(&xks_key("k7", "cks-1", "ext-1"), 100),
         Err(StorageError::XksKeyInUse)
@@ -547,7 +555,6 @@ fn xks_key_in_use() {
     assert_eq!(s.get_key(ACCT, REGION, "k7").unwrap(), None);
 }
 
-#[test]
 fn keys_due_for_deletion_across_accounts_and_regions() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -581,7 +588,6 @@ fn keys_due_for_deletion_across_accounts_and_regions() {
     assert_eq!(s.keys_due_for_deletion(i64::MAX).unwrap().len(), 4);
 }
 
-#[test]
 fn data_persists_across_reopen() {
     let (_dir, path) = db();
     let k = key(ACCT, REGION, "k1");
@@ -619,8 +625,8 @@ fn data_persists_across_reopen() {
 
 #[test]
 fn wal_and_full_sync_are_set() {
-    let (_dir, path) = db();
-    let s = open(&path);
+    let (_dir, path) = sqlite_db();
+    let s = sqlite_open(&path);
     assert_eq!(s.synchronous_setting().unwrap(), 2);
     let raw = rusqlite::Connection::open(&path).unwrap();
     let mode: String = raw
@@ -635,8 +641,8 @@ fn wal_and_full_sync_are_set() {
 
 #[test]
 fn newer_schema_is_refused() {
-    let (_dir, path) = db();
-    drop(open(&path));
+    let (_dir, path) = sqlite_db();
+    drop(sqlite_open(&path));
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute(
         "INSERT INTO schema_version (version) VALUES (?1)",
@@ -652,7 +658,7 @@ fn newer_schema_is_refused() {
 
 #[test]
 fn open_fails_cleanly_on_a_bad_path() {
-    let (dir, _path) = db();
+    let (dir, _path) = sqlite_db();
     let bad = dir.path().join("missing-dir").join("kms.sqlite3");
     assert!(matches!(
         SqliteStorage::open(&bad),
@@ -662,11 +668,10 @@ fn open_fails_cleanly_on_a_bad_path() {
 
 /// 50 threads, each with its own `SqliteStorage` of the same file, race to bind the same
 /// external key: exactly one wins, every other gets `XksKeyInUse`, none sees a lock error.
-#[test]
 fn concurrent_xks_binding_from_separate_instances() {
     const THREADS: usize = 50;
     let (_dir, path) = db();
-    add_stores(&open(&path), &["cks-1"]);
+    add_stores(&*open(&path), &["cks-1"]);
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|i| {
@@ -674,7 +679,7 @@ fn concurrent_xks_binding_from_separate_instances() {
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 barrier.wait();
-                let s = SqliteStorage::open(&path)?;
+                let s = path.open_storage()?;
                 s.create_key(&xks_key(&format!("key-{i:02}"), "cks-1", "ext-1"), 10_000)
             })
         })
@@ -694,7 +699,6 @@ fn concurrent_xks_binding_from_separate_instances() {
 }
 
 /// The key limit holds under concurrent creators in separate instances.
-#[test]
 fn concurrent_creates_respect_the_limit() {
     const THREADS: usize = 20;
     const MAX: u64 = 7;
@@ -706,7 +710,7 @@ fn concurrent_creates_respect_the_limit() {
             let path = path.clone();
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
-                let s = SqliteStorage::open(&path)?;
+                let s = path.open_storage()?;
                 barrier.wait();
                 s.create_key(&key(ACCT, REGION, &format!("key-{i:02}")), MAX)
             })
@@ -723,10 +727,9 @@ fn concurrent_creates_respect_the_limit() {
 }
 
 /// One instance shared by many threads (the server's `spawn_blocking` pattern).
-#[test]
 fn shared_instance_across_threads() {
     let (_dir, path) = db();
-    let s = Arc::new(open(&path));
+    let s = open(&path);
     let handles: Vec<_> = (0..16)
         .map(|t| {
             let s = Arc::clone(&s);
@@ -750,12 +753,11 @@ fn shared_instance_across_threads() {
 
 /// Writers of one instance share transactions (group commit): each still gets its own
 /// outcome, a failing write rolls back only itself, and the quota counts every key once.
-#[test]
 fn grouped_creates_settle_each_write_on_its_own() {
     const THREADS: usize = 48;
     let (_dir, path) = db();
-    let s = Arc::new(open(&path));
-    add_stores(&s, &["cks-1"]);
+    let s = open(&path);
+    add_stores(&*s, &["cks-1"]);
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|i| {
@@ -804,7 +806,6 @@ fn grouped_creates_settle_each_write_on_its_own() {
 
 // ---- Custom key stores ----
 
-#[test]
 fn custom_key_store_crud_round_trip() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -893,7 +894,6 @@ fn custom_key_store_crud_round_trip() {
     assert_eq!(s.update_custom_key_store(&c), Err(StorageError::NotFound));
 }
 
-#[test]
 fn update_custom_key_store_is_guarded_by_the_connection_state() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -939,7 +939,6 @@ fn update_custom_key_store_is_guarded_by_the_connection_state() {
     );
 }
 
-#[test]
 fn custom_key_store_names_are_unique_per_account_and_region() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -999,7 +998,6 @@ fn custom_key_store_names_are_unique_per_account_and_region() {
     .unwrap();
 }
 
-#[test]
 fn custom_key_store_endpoint_and_path_are_unique() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1047,7 +1045,6 @@ fn custom_key_store_endpoint_and_path_are_unique() {
     );
 }
 
-#[test]
 fn vpc_endpoint_service_names_are_unique() {
     let svc = "com.amazonaws.vpce.eu-west-1.vpce-svc-0123abcd";
     let (_dir, path) = db();
@@ -1084,7 +1081,6 @@ fn vpc_endpoint_service_names_are_unique() {
     s.update_custom_key_store(&switched).unwrap();
 }
 
-#[test]
 fn custom_key_store_quota() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1141,7 +1137,6 @@ fn custom_key_store_quota() {
     ));
 }
 
-#[test]
 fn set_connection_state_is_compare_and_set() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1231,7 +1226,6 @@ fn set_connection_state_is_compare_and_set() {
     }
 }
 
-#[test]
 fn keys_need_an_existing_custom_key_store() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1250,15 +1244,14 @@ fn keys_need_an_existing_custom_key_store() {
         Err(StorageError::NotFound)
     );
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), None);
-    add_stores(&s, &["cks-1"]);
+    add_stores(&*s, &["cks-1"]);
     s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
 }
 
-#[test]
 fn delete_custom_key_store_refused_while_keys_exist() {
     let (_dir, path) = db();
     let s = open(&path);
-    add_stores(&s, &["cks-1", "cks-2"]);
+    add_stores(&*s, &["cks-1", "cks-2"]);
     s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
     s.create_key(&xks_key("k2", "cks-1", "ext-2"), 100).unwrap();
     s.create_key(&key(ACCT, REGION, "plain"), 100).unwrap();
@@ -1284,7 +1277,7 @@ fn delete_custom_key_store_refused_while_keys_exist() {
     // Keys pending deletion still hold the store.
     for id in ["k1", "k2"] {
         let k = s.get_key(ACCT, REGION, id).unwrap().unwrap();
-        schedule_deletion(&s, &k, 1, 7);
+        schedule_deletion(&*s, &k, 1, 7);
     }
     assert_eq!(
         s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
@@ -1315,7 +1308,6 @@ fn delete_custom_key_store_refused_while_keys_exist() {
     assert!(s.get_key(ACCT, REGION, "plain").unwrap().is_some());
 }
 
-#[test]
 fn list_custom_key_stores_pages_by_creation_then_id() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1399,7 +1391,6 @@ fn list_custom_key_stores_pages_by_creation_then_id() {
     assert_eq!(empty.next_marker, None);
 }
 
-#[test]
 fn connected_custom_key_stores_across_accounts() {
     const OTHER: &str = "444455556666";
     let (_dir, path) = db();
@@ -1461,7 +1452,6 @@ fn connected_custom_key_stores_across_accounts() {
     assert_eq!(got, want);
 }
 
-#[test]
 fn custom_key_store_debug_hides_sealed_secret() {
     let mut c = store(ACCT, REGION, "cks-1");
     c.sealed_secret = vec![0xDE, 0xAD, 0xBE, 0xEF, 0x42];
@@ -1516,9 +1506,9 @@ fn create_v1_database(path: &Path) {
 
 #[test]
 fn migration_from_v1() {
-    let (dir, path) = db();
+    let (dir, path) = sqlite_db();
     create_v1_database(&path);
-    let s = open(&path);
+    let s = sqlite_open(&path);
 
     // Recorded as the current version, with the version history kept.
     let raw = rusqlite::Connection::open(&path).unwrap();
@@ -1529,11 +1519,10 @@ fn migration_from_v1() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, vec![1, 2, SCHEMA_VERSION]);
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
     // The migrated schema is exactly a new database's.
     let fresh = dir.path().join("fresh.sqlite3");
-    drop(open(&fresh));
+    drop(sqlite_open(&fresh));
     assert_eq!(schema_of(&path), schema_of(&fresh));
 
     // Old data is intact.
@@ -1590,7 +1579,7 @@ fn migration_from_v1() {
     drop(s);
 
     // Opening again migrates nothing more.
-    let s = open(&path);
+    let s = sqlite_open(&path);
     assert!(
         s.get_custom_key_store(ACCT, REGION, "cks-1")
             .unwrap()
@@ -1599,13 +1588,12 @@ fn migration_from_v1() {
     let count: i64 = raw
         .query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(count, 3);
+    assert_eq!(count, SCHEMA_VERSION);
 }
 
 /// 20 threads, each with its own `SqliteStorage` of the same file, create stores with the
 /// same name (different ids and endpoints): exactly one wins, every other gets
 /// `AlreadyExists("name")`, none sees a lock error.
-#[test]
 fn concurrent_same_name_stores_from_separate_instances() {
     const THREADS: usize = 20;
     let (_dir, path) = db();
@@ -1616,7 +1604,7 @@ fn concurrent_same_name_stores_from_separate_instances() {
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
                 barrier.wait();
-                let s = SqliteStorage::open(&path)?;
+                let s = path.open_storage()?;
                 let c = CustomKeyStoreRecord {
                     name: "shared".to_owned(),
                     ..store(ACCT, REGION, &format!("cks-{i:02}"))
@@ -1637,7 +1625,6 @@ fn concurrent_same_name_stores_from_separate_instances() {
 }
 
 /// The quota holds under concurrent creators in separate instances.
-#[test]
 fn concurrent_store_creates_respect_the_quota() {
     const THREADS: usize = 12;
     let (_dir, path) = db();
@@ -1648,7 +1635,7 @@ fn concurrent_store_creates_respect_the_quota() {
             let path = path.clone();
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
-                let s = SqliteStorage::open(&path)?;
+                let s = path.open_storage()?;
                 barrier.wait();
                 s.create_custom_key_store(&store(ACCT, REGION, &format!("cks-{i:02}")), 10)
             })
@@ -1666,18 +1653,17 @@ fn concurrent_store_creates_respect_the_quota() {
 
 /// Concurrent connects (compare-and-set DISCONNECTED → CONNECTING) from separate instances:
 /// exactly one changes the state.
-#[test]
 fn concurrent_connection_state_changes_from_separate_instances() {
     const THREADS: usize = 20;
     let (_dir, path) = db();
-    add_stores(&open(&path), &["cks-1"]);
+    add_stores(&*open(&path), &["cks-1"]);
     let barrier = Arc::new(Barrier::new(THREADS));
     let handles: Vec<_> = (0..THREADS)
         .map(|_| {
             let path = path.clone();
             let barrier = Arc::clone(&barrier);
             thread::spawn(move || {
-                let s = SqliteStorage::open(&path)?;
+                let s = path.open_storage()?;
                 barrier.wait();
                 s.set_connection_state(
                     ACCT,
@@ -1702,9 +1688,9 @@ fn concurrent_connection_state_changes_from_separate_instances() {
 #[test]
 fn concurrent_key_creation_and_store_deletion() {
     const ROUNDS: usize = 25;
-    let (_dir, path) = db();
-    let setup = open(&path);
-    let creator = Arc::new(open(&path));
+    let (_dir, path) = sqlite_db();
+    let setup = sqlite_open(&path);
+    let creator = Arc::new(sqlite_open(&path));
     let deleter = Arc::new(SqliteStorage::open(&path).unwrap());
     let (mut created, mut deleted) = (0, 0);
     for round in 0..ROUNDS {
@@ -1761,8 +1747,8 @@ fn concurrent_key_creation_and_store_deletion() {
 #[test]
 fn the_store_id_of_a_store_cannot_change_under_its_keys() {
     // Defence in depth below the trait: raw SQL cannot orphan keys either.
-    let (_dir, path) = db();
-    let s = open(&path);
+    let (_dir, path) = sqlite_db();
+    let s = sqlite_open(&path);
     add_stores(&s, &["cks-1"]);
     s.create_key(&xks_key("k1", "cks-1", "ext-1"), 100).unwrap();
     let raw = rusqlite::Connection::open(&path).unwrap();
@@ -1787,7 +1773,6 @@ fn the_store_id_of_a_store_cannot_change_under_its_keys() {
 
 /// When several unique rules clash at once, the answer is id, then name, then endpoint, then
 /// VPC endpoint service (not whichever index SQLite happened to check first).
-#[test]
 fn clash_precedence_is_id_name_endpoint_vpc_service() {
     let svc = "com.amazonaws.vpce.eu-west-1.vpce-svc-0123abcd";
     let (_dir, path) = db();
@@ -1818,7 +1803,6 @@ fn clash_precedence_is_id_name_endpoint_vpc_service() {
     s.update_custom_key_store(&a).unwrap();
 }
 
-#[test]
 fn key_writes_apply_only_from_the_states_they_were_decided_from() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1854,10 +1838,9 @@ fn key_writes_apply_only_from_the_states_they_were_decided_from() {
     );
 }
 
-#[test]
 fn concurrent_state_transitions_from_one_state_have_one_winner() {
     let (_dir, path) = db();
-    let s = Arc::new(open(&path));
+    let s = open(&path);
     let k = key(ACCT, REGION, "k1");
     s.create_key(&k, 100).unwrap();
     for round in 0..20 {
@@ -1884,7 +1867,6 @@ fn concurrent_state_transitions_from_one_state_have_one_winner() {
     }
 }
 
-#[test]
 fn the_tag_quota_counts_only_new_tag_keys() {
     let (_dir, path) = db();
     let s = open(&path);
@@ -1910,8 +1892,8 @@ fn the_tag_quota_counts_only_new_tag_keys() {
 
 #[test]
 fn an_unknown_state_in_the_database_is_a_typed_error() {
-    let (_dir, path) = db();
-    let s = open(&path);
+    let (_dir, path) = sqlite_db();
+    let s = sqlite_open(&path);
     s.create_key(&key(ACCT, REGION, "k1"), 100).unwrap();
     s.create_custom_key_store(&store(ACCT, REGION, "cks-1"), 10)
         .unwrap();
@@ -1937,4 +1919,138 @@ fn an_unknown_state_in_the_database_is_a_typed_error() {
             value: "PAUSED".to_owned()
         })
     );
+}
+
+backends::conformance!(
+    key_crud_round_trip,
+    duplicate_key_id_is_already_exists,
+    duplicate_tag_keys_are_refused_atomically,
+    debug_hides_sealed_material,
+    list_keys_pages_with_markers,
+    aliases_crud_uniqueness_and_listing,
+    delete_key_frees_xks_id_and_removes_aliases_and_tags,
+    create_key_limit_exceeded,
+    xks_key_in_use,
+    keys_due_for_deletion_across_accounts_and_regions,
+    data_persists_across_reopen,
+    concurrent_xks_binding_from_separate_instances,
+    concurrent_creates_respect_the_limit,
+    shared_instance_across_threads,
+    grouped_creates_settle_each_write_on_its_own,
+    custom_key_store_crud_round_trip,
+    update_custom_key_store_is_guarded_by_the_connection_state,
+    custom_key_store_names_are_unique_per_account_and_region,
+    custom_key_store_endpoint_and_path_are_unique,
+    vpc_endpoint_service_names_are_unique,
+    custom_key_store_quota,
+    set_connection_state_is_compare_and_set,
+    keys_need_an_existing_custom_key_store,
+    delete_custom_key_store_refused_while_keys_exist,
+    list_custom_key_stores_pages_by_creation_then_id,
+    connected_custom_key_stores_across_accounts,
+    custom_key_store_debug_hides_sealed_secret,
+    concurrent_same_name_stores_from_separate_instances,
+    concurrent_store_creates_respect_the_quota,
+    concurrent_connection_state_changes_from_separate_instances,
+    clash_precedence_is_id_name_endpoint_vpc_service,
+    key_writes_apply_only_from_the_states_they_were_decided_from,
+    concurrent_state_transitions_from_one_state_have_one_winner,
+    the_tag_quota_counts_only_new_tag_keys,
+);
+
+/// PostgreSQL's own schema tests: migrations from an empty database and from the previous
+/// version, and the refusal of a newer schema.
+#[cfg(feature = "postgres")]
+mod postgres_schema {
+    use super::super::postgres::SCHEMA_VERSION;
+    use super::backends::pg::{Schema, admin};
+    use super::{ACCT, KeyState, REGION, Storage, StorageError, key};
+
+    /// The tables and columns of a schema, with their types, for comparing two schemas.
+    fn columns_of(schema: &str) -> String {
+        // The admin helper has no result rows; copy the catalogue into a table instead.
+        let table = format!("cols_{}", uuid::Uuid::new_v4().simple());
+        admin(&format!(
+            "CREATE TABLE public.{table} AS SELECT string_agg(table_name || '.' || column_name \
+             || ':' || data_type || ':' || is_nullable, ',' ORDER BY table_name, column_name) \
+             AS cols FROM information_schema.columns WHERE table_schema = '{schema}'"
+        ));
+        let out = super::super::postgres::query_text_for_tests(&format!(
+            "SELECT cols FROM public.{table}"
+        ));
+        admin(&format!("DROP TABLE public.{table}"));
+        out
+    }
+
+    #[test]
+    fn migrations_from_empty_and_from_the_previous_version_agree() {
+        // From empty.
+        let fresh = Schema::create();
+        let s = super::super::PgStorage::open(&fresh.settings()).unwrap();
+        s.create_key(&key(ACCT, REGION, "k1"), 10).unwrap();
+        drop(s);
+        // From the previous version, with data in it.
+        let old = Schema::create();
+        let settings = old.settings();
+        super::super::postgres::migrate_for_tests(&settings, SCHEMA_VERSION - 1);
+        admin(&format!(
+            "INSERT INTO {}.keys (account_id, region, key_id, arn, creation_date_ms, \
+             description, key_spec, key_usage, origin, key_state, multi_region, policy) \
+             VALUES ('{ACCT}', '{REGION}', 'old', 'arn', 1, '', 'SYMMETRIC_DEFAULT', \
+             'ENCRYPT_DECRYPT', 'AWS_KMS', 'Enabled', false, '{{}}')",
+            old.name
+        ));
+        let s = super::super::PgStorage::open(&settings).unwrap();
+        assert_eq!(
+            s.get_key(ACCT, REGION, "old").unwrap().unwrap().key_state,
+            KeyState::Enabled
+        );
+        // The migrated data keeps the invariants the new version adds (the key count).
+        assert!(matches!(
+            s.create_key(&key(ACCT, REGION, "k2"), 1),
+            Err(StorageError::LimitExceeded(_))
+        ));
+        s.create_key(&key(ACCT, REGION, "k2"), 2).unwrap();
+        assert_eq!(columns_of(&fresh.name), columns_of(&old.name));
+        assert_eq!(
+            super::super::postgres::query_text_for_tests(&format!(
+                "SELECT string_agg(version::TEXT, ',' ORDER BY version) \
+                 FROM {}.schema_version",
+                old.name
+            )),
+            (1..=SCHEMA_VERSION)
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let schema = Schema::create();
+        drop(super::super::PgStorage::open(&schema.settings()).unwrap());
+        admin(&format!(
+            "INSERT INTO {}.schema_version (version) VALUES ({})",
+            schema.name,
+            SCHEMA_VERSION + 1
+        ));
+        match super::super::PgStorage::open(&schema.settings()) {
+            Err(StorageError::Backend(msg)) => assert!(msg.contains("newer"), "{msg}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unreachable_database_fails_within_the_connect_timeout() {
+        let mut settings = Schema::create().settings();
+        // A port nothing listens on (a closed port refuses at once; the bound is the point).
+        settings.url = "postgres://kms@127.0.0.1:9/kms".to_owned();
+        settings.connect_timeout = std::time::Duration::from_millis(500);
+        let start = std::time::Instant::now();
+        assert!(matches!(
+            super::super::PgStorage::open(&settings),
+            Err(StorageError::Backend(_))
+        ));
+        assert!(start.elapsed() < std::time::Duration::from_secs(3));
+    }
 }

@@ -25,8 +25,8 @@ print(json.dumps({
     assert_eq!(r["same"], "cross-context secret", "{r}");
     assert_eq!(r["other"], "InvalidCiphertextException", "{r}");
     assert_eq!(
-        r["format"], 3,
-        "Encrypt writes the current blob format: {r}"
+        r["format"], 5,
+        "Encrypt writes the current blob format (0x05: it names its key material): {r}"
     );
 }
 

@@ -88,3 +88,43 @@ fn first_start_prints_working_instructions_and_no_secret_key_material() {
             .is_some_and(|a| a.contains(":111122223333:key/"))
     );
 }
+
+/// `init --config <dir>/config.toml` creates the setup in `<dir>` (a valid config that
+/// `check-config` accepts), leaves an existing one alone, and refuses a name it cannot honour
+/// instead of silently doing nothing.
+#[test]
+fn init_with_an_explicit_config_path() {
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path().join("setup");
+    let config = dir.join("config.toml");
+    let run = |args: &[&str]| {
+        Command::new(testkit::bins::bin("kms-frontend-test"))
+            .args(args)
+            .env("HOME", home.path())
+            .env_remove("KMS_FRONTEND_HOME")
+            .env_remove("KMS_FRONTEND_CONFIG")
+            .output()
+            .expect("run kms-frontend")
+    };
+    let path = config.to_str().expect("utf-8 path");
+    let first = run(&["init", "--config", path]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(config.exists(), "init did not write {path}");
+    assert!(dir.join("tls/ca.pem").exists());
+    let written = std::fs::read(&config).expect("config");
+    let check = run(&["check-config", "--config", path]);
+    assert!(check.status.success(), "{check:?}");
+
+    let again = run(&["init", "--config", path]);
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already exists"));
+    assert_eq!(std::fs::read(&config).expect("config"), written);
+
+    let other = dir.join("other.toml");
+    let refused = run(&["init", "--config", other.to_str().expect("utf-8")]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("<dir>/config.toml"));
+    assert!(!other.exists());
+    // Nothing was created in the default home either.
+    assert!(!home.path().join(".kms-frontend").exists());
+}

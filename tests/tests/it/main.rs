@@ -1,6 +1,7 @@
 //! The end-to-end suites in one test binary (one link of aws-sdk-kms, reqwest and rustls
 //! instead of one per suite): each module is one suite over the real processes.
 
+mod deploy_files;
 mod frontend_authz;
 mod frontend_blob_format;
 mod frontend_concurrency;
@@ -8,9 +9,16 @@ mod frontend_config;
 mod frontend_createkey;
 mod frontend_custom_key_stores;
 mod frontend_first_start;
+mod frontend_fleet;
+mod frontend_grants;
 mod frontend_hostile_clients;
+mod frontend_import;
 mod frontend_key_usages;
+mod frontend_last_usage;
 mod frontend_lifecycle;
+mod frontend_multi_region;
+mod frontend_postgres_faults;
+mod frontend_rotation;
 mod frontend_sdk;
 mod frontend_secrets;
 mod frontend_signing;

@@ -89,7 +89,11 @@ fn store_tags(tx: &Transaction<'_>, key: &KeyRecord) -> Result<(), Failure> {
 
 /// Inserts `key` (with its tags) unless the account and Region already hold `max_keys`
 /// keys; the count comes from `key_counts`, kept by triggers, not from a scan.
-fn insert_key(tx: &Transaction<'_>, key: &KeyRecord, max_keys: u64) -> Result<(), Failure> {
+pub(super) fn insert_key(
+    tx: &Transaction<'_>,
+    key: &KeyRecord,
+    max_keys: u64,
+) -> Result<(), Failure> {
     let count: i64 = tx
         .prepare_cached("SELECT n FROM key_counts WHERE account_id = ?1 AND region = ?2")?
         .query_row(params![key.account_id, key.region], |r| r.get(0))

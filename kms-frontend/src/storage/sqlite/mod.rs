@@ -37,13 +37,19 @@ use rusqlite::{Connection, ErrorCode, Row, Transaction, TransactionBehavior};
 
 use super::group_commit::{Pending, WriteQueue, apply_batch};
 use super::{
-    AliasRecord, ConnectionState, CustomKeyStoreRecord, KeyAddress, KeyRecord, KeyState, Page,
+    AliasRecord, ConnectionState, CustomKeyStoreRecord, GrantRecord, KeyAddress, KeyMaterialRecord,
+    KeyRecord, KeyState, KeyUsageRecord, MaterialChange, MultiRegionSet, Page, RotationRecord,
     ScheduledDeletion, Storage, StorageError,
 };
 
 mod aliases;
 mod custom_key_stores;
+mod grants;
+mod key_materials;
+mod key_usage;
 mod keys;
+mod leases;
+mod multi_region;
 mod schema;
 
 #[cfg(test)]
@@ -521,5 +527,163 @@ impl Storage for SqliteStorage {
         id: &str,
     ) -> Result<u64, StorageError> {
         custom_key_stores::count_keys_in_custom_key_store(self, account_id, region, id)
+    }
+
+    fn create_grant(
+        &self,
+        grant: &GrantRecord,
+        max_per_key: u64,
+        max_per_grantee: u64,
+    ) -> Result<GrantRecord, StorageError> {
+        grants::create_grant(self, grant, max_per_key, max_per_grantee)
+    }
+
+    fn get_grant(
+        &self,
+        key: KeyAddress<'_>,
+        grant_id: &str,
+    ) -> Result<Option<GrantRecord>, StorageError> {
+        grants::get_grant(self, key, grant_id)
+    }
+
+    fn grants_for_grantees(
+        &self,
+        key: KeyAddress<'_>,
+        grantees: &[&str],
+    ) -> Result<Vec<GrantRecord>, StorageError> {
+        grants::grants_for_grantees(self, key, grantees)
+    }
+
+    fn list_grants(
+        &self,
+        key: KeyAddress<'_>,
+        grant_id: Option<&str>,
+        grantee: Option<&str>,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>, StorageError> {
+        grants::list_grants(self, key, grant_id, grantee, marker, limit)
+    }
+
+    fn list_retirable_grants(
+        &self,
+        retiring_principal: &str,
+        marker: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<GrantRecord>, StorageError> {
+        grants::list_retirable_grants(self, retiring_principal, marker, limit)
+    }
+
+    fn delete_grant(&self, key: KeyAddress<'_>, grant_id: &str) -> Result<(), StorageError> {
+        grants::delete_grant(self, key, grant_id)
+    }
+
+    fn key_materials(&self, key: KeyAddress<'_>) -> Result<Vec<KeyMaterialRecord>, StorageError> {
+        key_materials::key_materials(self, key)
+    }
+
+    fn key_rotation(&self, key: KeyAddress<'_>) -> Result<Option<RotationRecord>, StorageError> {
+        key_materials::key_rotation(self, key)
+    }
+
+    fn change_key_material(
+        &self,
+        key: KeyAddress<'_>,
+        from: &[KeyState],
+        current: Option<&str>,
+        change: &MaterialChange<'_>,
+    ) -> Result<(), StorageError> {
+        key_materials::change_key_material(self, key, from, current, change)
+    }
+
+    fn keys_due_for_rotation(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, String)>, StorageError> {
+        key_materials::keys_due_for_rotation(self, now_ms)
+    }
+
+    fn materials_due_to_expire(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, String, String)>, StorageError> {
+        key_materials::materials_due_to_expire(self, now_ms)
+    }
+
+    fn record_key_usages(&self, usages: &[KeyUsageRecord]) -> Result<(), StorageError> {
+        key_usage::record_key_usages(self, usages)
+    }
+
+    fn key_last_usage(&self, key: KeyAddress<'_>) -> Result<Option<KeyUsageRecord>, StorageError> {
+        key_usage::key_last_usage(self, key)
+    }
+
+    fn usage_tracking_start_ms(&self) -> Result<i64, StorageError> {
+        key_usage::usage_tracking_start_ms(self)
+    }
+
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StorageError> {
+        leases::acquire_lease(self, name, holder, now_ms, ttl_ms)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<(), StorageError> {
+        leases::release_lease(self, name, holder)
+    }
+
+    fn multi_region_set(
+        &self,
+        account_id: &str,
+        key_id: &str,
+    ) -> Result<Option<MultiRegionSet>, StorageError> {
+        multi_region::multi_region_set(self, account_id, key_id)
+    }
+
+    fn create_replica_key(
+        &self,
+        replica: &KeyRecord,
+        materials: &[KeyMaterialRecord],
+        primary_region: &str,
+        primary_from: &[KeyState],
+        max_keys: u64,
+    ) -> Result<(), StorageError> {
+        multi_region::create_replica_key(
+            self,
+            replica,
+            materials,
+            primary_region,
+            primary_from,
+            max_keys,
+        )
+    }
+
+    fn update_primary_region(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        from_region: &str,
+        to_region: &str,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        multi_region::update_primary_region(
+            self,
+            account_id,
+            key_id,
+            from_region,
+            to_region,
+            now_ms,
+        )
+    }
+
+    fn multi_region_transitions_due(
+        &self,
+        before_ms: i64,
+    ) -> Result<Vec<(String, String, String, KeyState)>, StorageError> {
+        multi_region::multi_region_transitions_due(self, before_ms)
     }
 }
