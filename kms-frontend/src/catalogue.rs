@@ -593,8 +593,11 @@ impl KeyMetadataView<'_> {
                 m.insert("ValidTo".into(), date_json(valid_to));
             }
         }
-        let has_material_id =
-            self.key_spec.is_symmetric_encryption() && (self.origin == Origin::AwsKms || imported);
+        // An imported key keeps showing its current material id while PendingImport after
+        // that material was deleted or expired (`kms-keys-in-use.md` §6); before its first
+        // import it has none.
+        let has_material_id = self.key_spec.is_symmetric_encryption()
+            && matches!(self.origin, Origin::AwsKms | Origin::External);
         if has_material_id && let Some(id) = self.current_key_material_id {
             m.insert("CurrentKeyMaterialId".into(), json!(id));
         }
@@ -1285,9 +1288,14 @@ mod tests {
         v.valid_to = Some(1_800_000_000.0);
         v.current_key_material_id = Some(MATERIAL_ID);
         let json = v.key_metadata_json();
-        for absent in ["ExpirationModel", "ValidTo", "CurrentKeyMaterialId"] {
+        for absent in ["ExpirationModel", "ValidTo"] {
             assert!(json.get(absent).is_none(), "{absent}");
         }
+        // Deleted or expired material: PendingImport, the current material id kept.
+        assert_eq!(json["CurrentKeyMaterialId"], json!(MATERIAL_ID));
+        v.current_key_material_id = None;
+        assert!(v.key_metadata_json().get("CurrentKeyMaterialId").is_none());
+        v.current_key_material_id = Some(MATERIAL_ID);
 
         v.state = KeyState::Enabled;
         let json = v.key_metadata_json();

@@ -111,8 +111,14 @@ impl ProxyPollLeases {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         let name = Self::name(s);
-        let mut held = self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match kms.storage.acquire_lease(&name, &self.holder, now_ms, self.ttl_ms) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match kms
+            .storage
+            .acquire_lease(&name, &self.holder, now_ms, self.ttl_ms)
+        {
             Ok(true) => {
                 if held.insert(name) {
                     tracing::info!(custom_key_store = %s.id, "this process now polls the store's proxy");
@@ -134,7 +140,10 @@ impl ProxyPollLeases {
     /// Gives up every lease this process holds (graceful shutdown).
     fn release_all(&self, kms: &Kms) {
         let held = std::mem::take(
-            &mut *self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut *self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         for name in held {
             if let Err(e) = kms.storage.release_lease(&name, &self.holder) {

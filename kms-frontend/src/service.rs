@@ -10,7 +10,7 @@ use crate::catalogue::{ConnectionState, KeyState};
 use crate::clock::Clock;
 use crate::key_state::{Operation, usable_key};
 use crate::protocol::KmsError;
-use crate::storage::{KeyRecord, Storage, StorageError};
+use crate::storage::{KeyAddress, KeyRecord, Storage, StorageError};
 
 /// Everything the operations need.
 #[derive(Debug)]
@@ -123,7 +123,9 @@ impl Kms {
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
                 crate::authz::context::authorize(&kms, &operation, &caller, &body)?;
-                runtime.block_on(crate::ops::dispatch_crypto(&kms, &operation, &caller, &body))
+                runtime.block_on(crate::ops::dispatch_crypto(
+                    &kms, &operation, &caller, &body,
+                ))
             })
             .await
         } else if crypto {
@@ -213,7 +215,12 @@ impl Kms {
                 {
                     continue;
                 }
-                match self.storage.delete_key(&account, &region, &key_id) {
+                let address = KeyAddress {
+                    account_id: &account,
+                    region: &region,
+                    key_id: &key_id,
+                };
+                match self.storage.delete_key_if_due(address, now) {
                     Ok(()) => {
                         tracing::info!(%account, %region, %key_id, "key deleted: its deletion window ended");
                     }
@@ -221,6 +228,10 @@ impl Kms {
                     // database let exactly one delete happen.
                     Err(StorageError::NotFound) => {
                         tracing::debug!(%key_id, "key already deleted by another process");
+                    }
+                    // Cancelled or scheduled again since the query: it stays.
+                    Err(StorageError::StateChanged) => {
+                        tracing::info!(%key_id, "key not deleted: its deletion was cancelled or moved");
                     }
                     Err(e) => {
                         tracing::warn!(%key_id, error = %e, "could not delete a key whose deletion window ended");
@@ -271,7 +282,7 @@ impl Kms {
                 if accepts == KeyRef::KeyOnly {
                     return Err(not_found(reference));
                 }
-                self.alias_target_in(account, &caller.region, &format!("alias/{alias}"))
+                self.alias_target_in(account, &caller.region, &format!("alias/{alias}"))?
                     .ok_or_else(|| not_found(reference))?
             } else {
                 return Err(KmsError::not_found(format!("Invalid arn {reference}")));
@@ -280,12 +291,13 @@ impl Kms {
             if accepts == KeyRef::KeyOnly {
                 return Err(not_found(reference));
             }
-            self.alias_target(caller, reference).ok_or_else(|| {
-                KmsError::not_found(format!(
-                    "Alias {} is not found.",
-                    self.alias_arn(caller, reference)
-                ))
-            })?
+            self.alias_target_in(&caller.account_id, &caller.region, reference)?
+                .ok_or_else(|| {
+                    KmsError::not_found(format!(
+                        "Alias {} is not found.",
+                        self.alias_arn(caller, reference)
+                    ))
+                })?
         } else {
             reference.to_owned()
         };
@@ -307,7 +319,7 @@ impl Kms {
         {
             let _ = self
                 .storage
-                .delete_key(&key.account_id, &key.region, &key.key_id);
+                .delete_key_if_due(key.address(), self.clock.now_ms());
             return Err(KmsError::not_found(format!(
                 "Key '{}' does not exist",
                 key.arn
@@ -316,16 +328,18 @@ impl Kms {
         Ok(key)
     }
 
-    fn alias_target(&self, caller: &Caller, alias: &str) -> Option<String> {
-        self.alias_target_in(&caller.account_id, &caller.region, alias)
-    }
-
-    fn alias_target_in(&self, account: &str, region: &str, alias: &str) -> Option<String> {
-        self.storage
+    /// The key id an alias points at; a storage failure is an error, not "no such alias".
+    fn alias_target_in(
+        &self,
+        account: &str,
+        region: &str,
+        alias: &str,
+    ) -> Result<Option<String>, KmsError> {
+        Ok(self
+            .storage
             .get_alias(account, region, alias)
-            .ok()
-            .flatten()
-            .map(|a| a.target_key_id)
+            .map_err(storage_error)?
+            .map(|a| a.target_key_id))
     }
 
     /// The ARN of an alias.

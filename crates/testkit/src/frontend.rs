@@ -122,7 +122,10 @@ impl PgServer {
     pub fn admin(&self, sql: &str) -> String {
         let out = Command::new("psql")
             .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .arg(format!("postgres://{}@{}/{}", self.user, self.address, self.database))
+            .arg(format!(
+                "postgres://{}@{}/{}",
+                self.user, self.address, self.database
+            ))
             .env("PGPASSWORD", &self.password)
             .output()
             .expect("psql must be installed for the PostgreSQL tests (postgresql-client)");
@@ -282,8 +285,8 @@ impl FrontendFixture {
         );
         let home = tempfile::tempdir().expect("tempdir");
         let pki = TestPki::create(&home.path().join("tls"));
-        let root = std::fs::read_to_string(self.home.path().join("secrets/root.key"))
-            .expect("root key");
+        let root =
+            std::fs::read_to_string(self.home.path().join("secrets/root.key")).expect("root key");
         write_private(&home.path().join("secrets/root.key"), root.trim_end());
         Self {
             home,
@@ -305,7 +308,9 @@ impl FrontendFixture {
             "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncertificate_chain = \"tls/server.pem\"\nprivate_key = \"tls/server.key\"\n\n",
         );
         t.push_str(&self.storage.toml(self.home.path()));
-        t.push_str("\n[root_key]\nfile = \"secrets/root.key\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n");
+        t.push_str(
+            "\n[root_key]\nfile = \"secrets/root.key\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n\n",
+        );
         t.push_str(&self.extra_toml);
         t.push('\n');
         let mut accounts: Vec<&str> = self.principals.iter().map(|p| p.account.as_str()).collect();
@@ -519,6 +524,19 @@ impl RunningFrontend {
         }
         self.kill_hard();
         false
+    }
+
+    /// Stops the process (`graceful`: SIGTERM, and it must exit by itself; else SIGKILL, no
+    /// shutdown at all) and starts it again on the same home, config and database.
+    pub fn restart(mut self, graceful: bool) -> RunningFrontend {
+        if graceful {
+            assert!(self.stop(), "the front end did not stop on SIGTERM");
+        } else {
+            self.kill_hard();
+        }
+        let fixture = std::mem::take(&mut self.fixture);
+        drop(self);
+        RunningFrontend::spawn(fixture)
     }
 
     /// Kills the process with SIGKILL (no shutdown at all) and waits for it.

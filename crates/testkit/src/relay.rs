@@ -248,12 +248,18 @@ struct TcpRelayShared {
 
 impl TcpRelayShared {
     fn mode(&self) -> TcpRelayMode {
-        *self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        *self
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Waits while stalled; whether bytes may be forwarded (false: cut or stopped).
     fn may_forward(&self) -> bool {
-        let mut mode = self.mode.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut mode = self
+            .mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if self.stopped.load(std::sync::atomic::Ordering::SeqCst) {
                 return false;
@@ -274,7 +280,10 @@ impl TcpRelayShared {
 
     fn reset_all(&self) {
         let open = std::mem::take(
-            &mut *self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut *self
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         for (a, b) in open {
             let _ = a.shutdown(std::net::Shutdown::Both);

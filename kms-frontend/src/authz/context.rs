@@ -342,14 +342,16 @@ fn grant_request_keys(body: &Value, put: &mut impl FnMut(&str, Vec<String>)) {
 }
 
 /// Adds the key's own properties, tags and (when a policy tests them: they cost a storage
-/// read) aliases.
+/// read) aliases and multi-Region role. A failed read is an error, never a missing value: a
+/// Deny conditioned on an absent key would not apply, so deciding without it could allow
+/// what the policy denies.
 fn key_keys(
     kms: &Kms,
     key: &KeyRecord,
     with_aliases: bool,
     with_region_role: bool,
     keys: &mut BTreeMap<String, Vec<String>>,
-) {
+) -> Result<(), KmsError> {
     let mut put = |k: &str, v: Vec<String>| {
         keys.entry(k.to_ascii_lowercase()).or_insert(v);
     };
@@ -365,7 +367,10 @@ fn key_keys(
     // A multi-Region key's role costs a storage read: only when a policy tests it.
     if key.multi_region
         && with_region_role
-        && let Ok(Some(set)) = kms.storage.multi_region_set(&key.account_id, &key.key_id)
+        && let Some(set) = kms
+            .storage
+            .multi_region_set(&key.account_id, &key.key_id)
+            .map_err(crate::service::storage_error)?
     {
         let role = if set.primary_region == key.region {
             "PRIMARY"
@@ -375,20 +380,23 @@ fn key_keys(
         put("kms:MultiRegionKeyType", vec![role.to_owned()]);
     }
     if !with_aliases {
-        return;
+        return Ok(());
     }
-    if let Ok(page) = kms.storage.list_aliases(
-        &key.account_id,
-        &key.region,
-        Some(key.key_id.as_str()),
-        None,
-        1000,
-    ) {
-        let names: Vec<String> = page.items.into_iter().map(|a| a.alias_name).collect();
-        if !names.is_empty() {
-            put("kms:ResourceAliases", names);
-        }
+    let page = kms
+        .storage
+        .list_aliases(
+            &key.account_id,
+            &key.region,
+            Some(key.key_id.as_str()),
+            None,
+            1000,
+        )
+        .map_err(crate::service::storage_error)?;
+    let names: Vec<String> = page.items.into_iter().map(|a| a.alias_name).collect();
+    if !names.is_empty() {
+        put("kms:ResourceAliases", names);
     }
+    Ok(())
 }
 
 /// Key policies parsed for evaluation, by their text (so a PutKeyPolicy needs no
@@ -474,7 +482,7 @@ impl Check<'_> {
         let tested = |name: &str| {
             policy.tests_key(name) || self.caller.identity.iter().any(|p| p.tests_key(name))
         };
-        key_keys(self.kms, key, tested(ALIASES), tested(ROLE), &mut req.keys);
+        key_keys(self.kms, key, tested(ALIASES), tested(ROLE), &mut req.keys)?;
         let mut d = evaluate(&req, Some(&policy), &self.caller.identity, &[]);
         // Grants only allow, so they are read only when the policies refused without an
         // explicit Deny (a caller the policies allow pays nothing for them).
@@ -827,7 +835,7 @@ pub fn authorize_retire(
         tokens: Vec::new(),
     };
     let mut req = check.request("RetireGrant", &key.arn, Some(&key.account_id));
-    key_keys(kms, key, false, false, &mut req.keys);
+    key_keys(kms, key, false, false, &mut req.keys)?;
     let policy = parsed_key_policy(&key.policy).map_err(|e| {
         tracing::error!(key = %key.arn, error = %e, "a stored key policy does not parse");
         KmsError::internal("An internal error occurred.")

@@ -458,7 +458,9 @@ pub fn hold_primary_with_replicas(kms: &Kms, key: &KeyRecord) -> bool {
         KeyState::PendingReplicaDeletion,
         Some(held),
     ) {
-        Ok(()) => tracing::info!(key_id = %key.key_id, region = %key.region, "a primary with replicas waits for them before its deletion"),
+        Ok(()) => {
+            tracing::info!(key_id = %key.key_id, region = %key.region, "a primary with replicas waits for them before its deletion")
+        }
         Err(e) => tracing::debug!(key_id = %key.key_id, error = %e, "primary hold not written"),
     }
     true

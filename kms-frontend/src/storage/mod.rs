@@ -2,7 +2,8 @@
 //! key stores, per account and region.
 //!
 //! [`Storage`] is the contract; [`SqliteStorage`] is the embedded default (one SQLite file in
-//! WAL mode, `synchronous = FULL`); a PostgreSQL backend can implement the same trait later.
+//! WAL mode, `synchronous = FULL`); `PgStorage` (feature `postgres`, on by default) is the
+//! same contract on PostgreSQL, for a fleet of front ends on one database.
 //!
 //! Rules every backend keeps:
 //! - Uniqueness (key ids, alias names, tag keys of a key, the external key of a custom key
@@ -38,11 +39,11 @@ mod tests;
 #[cfg(test)]
 mod tests_grants;
 #[cfg(test)]
-mod tests_materials;
-#[cfg(test)]
 mod tests_last_usage;
 #[cfg(test)]
 mod tests_leases;
+#[cfg(test)]
+mod tests_materials;
 #[cfg(test)]
 mod tests_multi_region;
 
@@ -439,6 +440,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Deletes a key, its aliases and its tags (the key's `xks_key_id` becomes free again).
     /// [`StorageError::NotFound`] if the key does not exist.
     fn delete_key(&self, account_id: &str, region: &str, key_id: &str) -> Result<(), StorageError>;
+
+    /// Deletes a key whose deletion window has ended, as [`Storage::delete_key`] does, but only
+    /// if it is still `PendingDeletion` with a deletion date at or before `now_ms` (decided in
+    /// the same transaction): a CancelKeyDeletion or a new schedule that landed after the
+    /// caller read the key wins. [`StorageError::StateChanged`] (nothing deleted) if it is not
+    /// due, [`StorageError::NotFound`] if it does not exist.
+    fn delete_key_if_due(&self, key: KeyAddress<'_>, now_ms: i64) -> Result<(), StorageError>;
 
     /// Keys of an account and region ordered by key id, after `marker` (exclusive; a marker
     /// from a previous page of this listing), at most `limit` of them.

@@ -588,6 +588,58 @@ fn keys_due_for_deletion_across_accounts_and_regions() {
     assert_eq!(s.keys_due_for_deletion(i64::MAX).unwrap().len(), 4);
 }
 
+/// The sweep's delete decides "still due" in its own transaction: a key cancelled or
+/// scheduled again after the sweep read it stays, a due one goes with its aliases.
+fn delete_key_if_due_only_deletes_what_is_still_due() {
+    let (_dir, path) = db();
+    let s = open(&path);
+    let k = key(ACCT, REGION, "k1");
+    s.create_key(&k, 100).unwrap();
+    s.create_alias(&alias(REGION, "alias/due", "k1")).unwrap();
+    // Not pending deletion at all.
+    assert!(matches!(
+        s.delete_key_if_due(k.address(), i64::MAX),
+        Err(StorageError::StateChanged)
+    ));
+    schedule_deletion(s.as_ref(), &k, 500, 7);
+    // Scheduled, but not yet due at 499.
+    assert!(matches!(
+        s.delete_key_if_due(k.address(), 499),
+        Err(StorageError::StateChanged)
+    ));
+    // Cancelled after a sweep listed it: it stays.
+    s.transition_key_state(
+        k.address(),
+        &[KeyState::PendingDeletion],
+        KeyState::Disabled,
+        None,
+    )
+    .unwrap();
+    assert!(matches!(
+        s.delete_key_if_due(k.address(), 1_000),
+        Err(StorageError::StateChanged)
+    ));
+    assert!(s.get_key(ACCT, REGION, "k1").unwrap().is_some());
+    // Due: deleted, with its alias.
+    s.transition_key_state(
+        k.address(),
+        &[KeyState::Disabled],
+        KeyState::PendingDeletion,
+        Some(ScheduledDeletion {
+            date_ms: 500,
+            window_days: 7,
+        }),
+    )
+    .unwrap();
+    s.delete_key_if_due(k.address(), 500).unwrap();
+    assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), None);
+    assert_eq!(s.get_alias(ACCT, REGION, "alias/due").unwrap(), None);
+    assert!(matches!(
+        s.delete_key_if_due(k.address(), 500),
+        Err(StorageError::NotFound)
+    ));
+}
+
 fn data_persists_across_reopen() {
     let (_dir, path) = db();
     let k = key(ACCT, REGION, "k1");
@@ -1932,6 +1984,7 @@ backends::conformance!(
     create_key_limit_exceeded,
     xks_key_in_use,
     keys_due_for_deletion_across_accounts_and_regions,
+    delete_key_if_due_only_deletes_what_is_still_due,
     data_persists_across_reopen,
     concurrent_xks_binding_from_separate_instances,
     concurrent_creates_respect_the_limit,

@@ -42,7 +42,9 @@ fn releasing_frees_a_lease_for_others_at_once() {
 
 fn concurrent_takers_across_instances_get_one_lease() {
     let (_guard, db) = db();
-    let instances: Vec<_> = (0..2).map(|_| Arc::new(db.open_storage().unwrap())).collect();
+    let instances: Vec<_> = (0..2)
+        .map(|_| Arc::new(db.open_storage().unwrap()))
+        .collect();
     let t0 = 1_700_000_000_000;
     for round in 0..20_i64 {
         let now = t0 + round * 10_000;
@@ -53,7 +55,8 @@ fn concurrent_takers_across_instances_get_one_lease() {
                 let barrier = barrier.clone();
                 std::thread::spawn(move || {
                     barrier.wait();
-                    s.acquire_lease("poll/x", &format!("p{i}"), now, 5_000).unwrap()
+                    s.acquire_lease("poll/x", &format!("p{i}"), now, 5_000)
+                        .unwrap()
                 })
             })
             .collect();

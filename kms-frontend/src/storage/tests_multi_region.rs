@@ -73,11 +73,7 @@ fn primary(s: &dyn Storage) -> KeyRecord {
 }
 
 /// The primary's versions as a replica in `region` gets them (re-sealed: here, new bytes).
-fn replica_of(
-    s: &dyn Storage,
-    p: &KeyRecord,
-    region: &str,
-) -> (KeyRecord, Vec<KeyMaterialRecord>) {
+fn replica_of(s: &dyn Storage, p: &KeyRecord, region: &str) -> (KeyRecord, Vec<KeyMaterialRecord>) {
     let versions: Vec<KeyMaterialRecord> = s
         .key_materials(p.address())
         .unwrap()

@@ -154,7 +154,10 @@ print(json.dumps(out, default=str))
     assert_eq!(out["xks_decrypt"], "fleet xks", "{out}");
     assert_eq!(out["kms_decrypt"], "fleet kms", "{out}");
     assert!(out["alias"].get("ok").is_some(), "{out}");
-    assert_eq!(out["alias_again"]["error"], "AlreadyExistsException", "{out}");
+    assert_eq!(
+        out["alias_again"]["error"], "AlreadyExistsException",
+        "{out}"
+    );
     assert_eq!(out["by_alias"], true, "{out}");
     assert_eq!(out["disabled_elsewhere"], "DisabledException", "{out}");
 }
@@ -236,7 +239,7 @@ print(json.dumps({'state': connect(1, sid)}))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_deletion_sweep_deletes_each_key_once_across_the_fleet() {
+async fn the_deletion_and_rotation_sweeps_act_once_per_key_across_the_fleet() {
     let p = proxy();
     let fleet = fleet(2, &p, "");
     let out = tokio::task::block_in_place(|| {
@@ -247,7 +250,9 @@ async fn the_deletion_sweep_deletes_each_key_once_across_the_fleet() {
 keys = [on(0, 'create_key')['ok']['KeyMetadata']['KeyId'] for _ in range(8)]
 for k in keys:
     on(1, 'schedule_key_deletion', KeyId=k, PendingWindowInDays=7)
-print(json.dumps({'keys': keys}))
+r = on(1, 'create_key')['ok']['KeyMetadata']['KeyId']
+on(0, 'enable_key_rotation', KeyId=r, RotationPeriodInDays=90)
+print(json.dumps({'keys': keys, 'rotating': r}))
 "#,
         )
     });
@@ -262,7 +267,8 @@ print(json.dumps({'keys': keys}))
         f.advance_clock(8 * 86_400).await;
     }
     let gone = |f: &RunningFrontend| {
-        let script = "print(json.dumps([call('describe_key', KeyId=k).get('error') for k in sys.argv[1:]]))";
+        let script =
+            "print(json.dumps([call('describe_key', KeyId=k).get('error') for k in sys.argv[1:]]))";
         let args: Vec<&str> = keys.iter().map(String::as_str).collect();
         f.boto3(f.alice(), "us-east-1", script, &args)
     };
@@ -289,7 +295,12 @@ print(json.dumps({'keys': keys}))
             .flat_map(|l| l.lines())
             .filter(|l| l.contains("key deleted: its deletion window ended") && l.contains(k))
             .count();
-        assert_eq!(deleted, 1, "{k} deleted {deleted} times:\n{}", logs.join("\n"));
+        assert_eq!(
+            deleted,
+            1,
+            "{k} deleted {deleted} times:\n{}",
+            logs.join("\n")
+        );
     }
     for l in &logs {
         assert!(
@@ -297,4 +308,37 @@ print(json.dumps({'keys': keys}))
             "a sweep failed on a key the other deleted:\n{l}"
         );
     }
+
+    // Automatic rotation falls due in both processes at once: the key rotates once.
+    let rotating = out["rotating"].as_str().expect("rotating key").to_owned();
+    for f in &fleet {
+        f.advance_clock(91 * 86_400).await;
+    }
+    let rotations = |f: &RunningFrontend| {
+        let script =
+            "print(json.dumps(len(kms.list_key_rotations(KeyId=sys.argv[1])['Rotations'])))";
+        f.boto3(f.alice(), "us-east-1", script, &[&rotating])
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < end
+        && tokio::task::block_in_place(|| rotations(&fleet[0])) == json!(0)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        tokio::task::block_in_place(|| rotations(&fleet[1])),
+        json!(1)
+    );
+    let rotated = fleet
+        .iter()
+        .flat_map(|f| {
+            f.logs()
+                .lines()
+                .filter(|l| l.contains("key rotated automatically") && l.contains(&rotating))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .count();
+    assert_eq!(rotated, 1, "rotated {rotated} times");
 }

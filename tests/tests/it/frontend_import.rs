@@ -65,6 +65,7 @@ arn, k = k['Arn'], k['KeyId']
 other = kms.create_key(Origin='EXTERNAL')['KeyMetadata']['KeyId']
 material = os.urandom(32)
 out['pending_encrypt'] = call('encrypt', KeyId=k, Plaintext=b'x')['message']
+out['no_material_id_before_import'] = 'CurrentKeyMaterialId' not in kms.describe_key(KeyId=k)['KeyMetadata']
 p = params(k)
 out['pub_len'] = len(p['PublicKey']) > 250
 out['valid_hours'] = round((p['ParametersValidTo'] - server_now(p)).total_seconds() / 3600)
@@ -102,7 +103,8 @@ out['expired_token'] = imp(k, material, stale)['error']
 # Deleting the material: PendingImport; crypto refused, the rest keeps working.
 out['delete'] = sorted(call('delete_imported_key_material', KeyId=k)['ok'].keys())
 m = kms.describe_key(KeyId=k)['KeyMetadata']
-out['after_delete'] = [m['KeyState'], m['Enabled'], 'ExpirationModel' in m]
+out['after_delete'] = [m['KeyState'], m['Enabled'], 'ExpirationModel' in m,
+                      m.get('CurrentKeyMaterialId') == r['ok']['KeyMaterialId']]
 out['crypto'] = [call('encrypt', KeyId=k, Plaintext=b'x')['error'], dec(c1)]
 out['still_works'] = [
     'ok' in call('tag_resource', KeyId=k, Tags=[{'TagKey': 't', 'TagValue': 'v'}]),
@@ -137,6 +139,7 @@ print(json.dumps(out, default=str))
         format!("{arn} is pending import."),
         "{r}"
     );
+    assert_eq!(r["no_material_id_before_import"], true, "{r}");
     assert_eq!(r["pub_len"], true, "{r}");
     assert_eq!(r["valid_hours"], 24, "{r}");
     assert_eq!(r["non_external"], "UnsupportedOperationException", "{r}");
@@ -170,7 +173,7 @@ print(json.dumps(out, default=str))
     );
     assert_eq!(
         r["after_delete"],
-        serde_json::json!(["PendingImport", false, false]),
+        serde_json::json!(["PendingImport", false, false, true]),
         "{r}"
     );
     assert_eq!(

@@ -6,7 +6,7 @@
 //! graceful restart and, once a flush interval has passed, a kill -9.
 
 use serde_json::Value;
-use testkit::frontend::{FrontendFixture, RunningFrontend};
+use testkit::frontend::FrontendFixture;
 
 const REGION: &str = "us-east-1";
 
@@ -138,17 +138,6 @@ const LAST: &str = r#"
 print(json.dumps(call('get_key_last_usage', KeyId=sys.argv[1]), default=lambda d: d.timestamp()))
 "#;
 
-fn restart(mut f: RunningFrontend, graceful: bool) -> RunningFrontend {
-    if graceful {
-        assert!(f.stop(), "the front end did not stop on SIGTERM");
-    } else {
-        f.kill_hard();
-    }
-    let fixture = std::mem::replace(&mut f.fixture, FrontendFixture::new());
-    drop(f);
-    RunningFrontend::spawn(fixture)
-}
-
 #[test]
 fn uses_survive_restarts() {
     let f = FrontendFixture::new().start();
@@ -156,7 +145,7 @@ fn uses_survive_restarts() {
     let key = first["key"].as_str().expect("key");
 
     // A graceful stop flushes what is pending.
-    let f = restart(f, true);
+    let f = f.restart(true);
     let last = f.boto3(f.alice(), REGION, LAST, &[key]);
     assert_eq!(
         ok(&last)["KeyLastUsage"]["KmsRequestId"],
@@ -167,7 +156,7 @@ fn uses_survive_restarts() {
     // Without a goodbye, a use is on disk once a flush interval has passed.
     let second = f.boto3(f.alice(), REGION, ENCRYPT, &[key]);
     std::thread::sleep(kms_frontend::last_usage::FLUSH_INTERVAL * 3);
-    let f = restart(f, false);
+    let f = f.restart(false);
     let last = f.boto3(f.alice(), REGION, LAST, &[key]);
     assert_eq!(
         ok(&last)["KeyLastUsage"]["KmsRequestId"],

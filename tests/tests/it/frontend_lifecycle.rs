@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use std::time::{Duration, SystemTime};
 use testkit::client::XksClient;
-use testkit::frontend::{FrontendFixture, RunningFrontend};
+use testkit::frontend::FrontendFixture;
 
 fn ok(v: &Value) -> &Value {
     assert!(v.get("ok").is_some(), "expected success, got {v}");
@@ -468,11 +468,7 @@ ct = call('encrypt', KeyId=k, Plaintext=b'durable data', EncryptionContext={'c':
 print(json.dumps({'key': k, 'ct': ct.hex()}))
 "#;
     let made = f.boto3(f.alice(), "us-east-1", make, &[]);
-    let mut f = f;
-    f.kill_hard();
-    let fixture = std::mem::replace(&mut f.fixture, FrontendFixture::new());
-    drop(f);
-    let f = RunningFrontend::spawn(fixture);
+    let f = f.restart(false);
     let check = r#"
 out = {}
 out['dec'] = call('decrypt', CiphertextBlob=bytes.fromhex(sys.argv[1]), EncryptionContext={'c': '1'})

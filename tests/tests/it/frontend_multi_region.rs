@@ -82,17 +82,6 @@ fn roles(meta: &Value) -> (String, Vec<String>) {
     (primary, replicas)
 }
 
-fn restart(mut f: RunningFrontend, graceful: bool) -> RunningFrontend {
-    if graceful {
-        assert!(f.stop(), "the front end did not stop on SIGTERM");
-    } else {
-        f.kill_hard();
-    }
-    let fixture = std::mem::replace(&mut f.fixture, FrontendFixture::new());
-    drop(f);
-    RunningFrontend::spawn(fixture)
-}
-
 #[test]
 fn symmetric_replicas_decrypt_every_version_in_every_region() {
     let f = FrontendFixture::new().start();
@@ -423,7 +412,7 @@ out({r: at(r, 'describe_key', KeyId=key) for r in (R1, R2, R3)})
 
     // A restart changes nothing about who waits for whom. (The test clock starts again
     // from the real time: 31 days from now are past R3's 30-day window.)
-    let f = restart(f, true);
+    let f = f.restart(true);
     f.advance_clock(31 * 86_400).await;
     let v = run(&f, probe, &[R1, R2, R3, &key]);
     err(&v[R3], "NotFoundException");
@@ -465,7 +454,7 @@ out({'key': key, 'c': c, 'state': state(R2, key)})
     let key = v["key"].as_str().expect("key").to_owned();
     let c = v["c"].as_str().expect("ciphertext").to_owned();
     // Killed while the replica is Creating: the restarted front end finishes it.
-    let f = restart(f, false);
+    let f = f.restart(false);
     let v = run(
         &f,
         r#"
@@ -487,7 +476,7 @@ out(o)
     ok(&v["update"]);
     assert_eq!(v["updating"], "Updating", "{v}");
     // Killed while the primary moves: the restarted front end finishes the move.
-    let f = restart(f, false);
+    let f = f.restart(false);
     let v = run(
         &f,
         r#"
@@ -522,7 +511,7 @@ out(o)
     }
     // And after a graceful restart, what the new primary made decrypts in every Region.
     let c3 = v["c3"].as_str().expect("ciphertext").to_owned();
-    let f = restart(f, true);
+    let f = f.restart(true);
     let v = run(
         &f,
         r#"

@@ -322,13 +322,6 @@ print(json.dumps(out))
     );
 }
 
-fn restart(mut f: RunningFrontend) -> RunningFrontend {
-    f.kill_hard();
-    let fixture = std::mem::replace(&mut f.fixture, FrontendFixture::new());
-    drop(f);
-    RunningFrontend::spawn(fixture)
-}
-
 /// Arms a failpoint of the material write (test builds only): the process aborts there.
 fn arm(f: &RunningFrontend, point: Option<&str>) {
     let file = f.fixture.home.path().join("data/kms.sqlite.failpoint");
@@ -383,7 +376,7 @@ print(json.dumps({'m': material(k), 'old': dec(ct, {'a': 'b'}), 'fresh': dec(fre
             "{point}: answered although the process aborted"
         );
         arm(&f, None);
-        f = restart(f);
+        f = f.restart(false);
         let r = run(&f, check, &[&key, &ct]);
         if lands {
             rotations += 1;

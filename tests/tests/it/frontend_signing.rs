@@ -397,12 +397,7 @@ fn sign_verify_errors_states_and_key_ids() {
     // A grant token is checked even when the key policy alone allows the call (AWS answers
     // InvalidGrantTokenException for strings it did not issue).
     err(&out["grant_tokens"], "InvalidGrantTokenException");
-    for name in [
-        "by_alias",
-        "by_alias_arn",
-        "max_message",
-        "enabled_again",
-    ] {
+    for name in ["by_alias", "by_alias_arn", "max_message", "enabled_again"] {
         assert_eq!(ok(&out[name])["KeyId"], p256, "{name}");
         assert_eq!(
             ok(&out[name])["SigningAlgorithm"],

@@ -31,9 +31,12 @@ fn json_column<T: serde::de::DeserializeOwned>(
     let Some(text) = row.try_get::<_, Option<String>>(idx)? else {
         return Ok(None);
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|_| Failure::Storage(StorageError::UnknownValue { column, value: text }))
+    serde_json::from_str(&text).map(Some).map_err(|_| {
+        Failure::Storage(StorageError::UnknownValue {
+            column,
+            value: text,
+        })
+    })
 }
 
 /// A grant and its `seq`.

@@ -66,11 +66,14 @@ pub(super) fn key_rotation(
     key: KeyAddress<'_>,
 ) -> Result<Option<RotationRecord>, StorageError> {
     s.run(async |conn: &mut Conn| {
-        conn.query(SELECT_ROTATION, &[&key.account_id, &key.region, &key.key_id])
-            .await?
-            .first()
-            .map(rotation_from_row)
-            .transpose()
+        conn.query(
+            SELECT_ROTATION,
+            &[&key.account_id, &key.region, &key.key_id],
+        )
+        .await?
+        .first()
+        .map(rotation_from_row)
+        .transpose()
     })
 }
 
@@ -242,7 +245,14 @@ pub(super) fn change_key_material(
                  ON CONFLICT (account_id, region, key_id) DO UPDATE SET \
                      enabled = EXCLUDED.enabled, period_days = EXCLUDED.period_days, \
                      next_rotation_ms = EXCLUDED.next_rotation_ms",
-                &[&k[0], &k[1], &k[2], &r.enabled, &period, &r.next_rotation_ms],
+                &[
+                    &k[0],
+                    &k[1],
+                    &k[2],
+                    &r.enabled,
+                    &period,
+                    &r.next_rotation_ms,
+                ],
             )
             .await?;
         }

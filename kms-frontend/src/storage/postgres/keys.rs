@@ -64,7 +64,11 @@ fn key_from_row(row: &Row) -> Result<KeyRecord, Failure> {
 }
 
 /// Inserts `key` and its tags unless the account and Region already hold `max_keys` keys.
-pub(super) async fn insert_key(tx: &mut Tx<'_>, key: &KeyRecord, max_keys: u64) -> Result<(), Failure> {
+pub(super) async fn insert_key(
+    tx: &mut Tx<'_>,
+    key: &KeyRecord,
+    max_keys: u64,
+) -> Result<(), Failure> {
     // The count row, locked until commit: concurrent creators in this account and Region
     // (in any process) wait here, so the check and the insert are atomic.
     tx.execute(
@@ -180,6 +184,45 @@ pub(super) fn get_key(
         .first()
         .map(key_from_row)
         .transpose()
+    })
+}
+
+pub(super) fn delete_key_if_due(
+    s: &PgStorage,
+    key: KeyAddress<'_>,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    s.run(async |conn| {
+        let mut tx = conn.tx().await?;
+        // The count row first, as key creation and `delete_key` take it (one lock order).
+        tx.execute(
+            "SELECT n FROM key_counts WHERE account_id = $1 AND region = $2 FOR UPDATE",
+            &[&key.account_id, &key.region],
+        )
+        .await?;
+        let row = tx
+            .query_opt(
+                "SELECT key_state, deletion_date_ms FROM keys
+                 WHERE account_id = $1 AND region = $2 AND key_id = $3 FOR UPDATE",
+                &[&key.account_id, &key.region, &key.key_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Err(StorageError::NotFound.into());
+        };
+        let state: String = row.get(0);
+        let date: Option<i64> = row.get(1);
+        if state != KeyState::PendingDeletion.as_str() || date.is_none_or(|d| d > now_ms) {
+            return Err(StorageError::StateChanged.into());
+        }
+        // Aliases, tags and everything else of the key cascade with it.
+        tx.execute(
+            "DELETE FROM keys WHERE account_id = $1 AND region = $2 AND key_id = $3",
+            &[&key.account_id, &key.region, &key.key_id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     })
 }
 

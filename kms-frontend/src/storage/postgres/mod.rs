@@ -13,7 +13,9 @@
 //!   statement of its transaction) runs under one client-side deadline (statement timeout
 //!   plus connect timeout), on top of the server's `statement_timeout`; a connection whose
 //!   operation timed out or failed at the transport level is dropped, never reused, so a
-//!   restarted database is picked up by the next request.
+//!   restarted database is picked up by the next request. Running out of time is
+//!   [`StorageError::Timeout`]; after the database did not answer at all, operations fail
+//!   at once for one connect timeout (a quiet period) rather than each waiting again.
 //! - **Invariants in the database.** Primary keys and UNIQUE indexes (key ids, alias names,
 //!   tag keys, the external key of a custom key store; store ids, names, endpoint + path, VPC
 //!   endpoint service names), foreign keys (tags and aliases to their key, a key to its
@@ -573,7 +575,10 @@ impl PgStorage {
     /// Fails at once while the database is in its quiet period (see
     /// [`PgStorage::quiet_until`]).
     fn check_quiet(&self) -> Result<(), StorageError> {
-        let quiet = self.quiet_until.lock().unwrap_or_else(PoisonError::into_inner);
+        let quiet = self
+            .quiet_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match *quiet {
             Some(until) if Instant::now() < until => Err(StorageError::Timeout(
                 "postgres: the database did not answer just now; not asked again yet".into(),
@@ -584,8 +589,10 @@ impl PgStorage {
 
     /// Starts a quiet period: the database did not answer in time.
     fn went_quiet(&self) {
-        *self.quiet_until.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(Instant::now() + self.connect_timeout);
+        *self
+            .quiet_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now() + self.connect_timeout);
     }
 
     /// Runs `op` on a pooled connection under the operation deadline, retrying it whole
@@ -696,6 +703,10 @@ impl Storage for PgStorage {
 
     fn delete_key(&self, account_id: &str, region: &str, key_id: &str) -> Result<(), StorageError> {
         keys::delete_key(self, account_id, region, key_id)
+    }
+
+    fn delete_key_if_due(&self, key: KeyAddress<'_>, now_ms: i64) -> Result<(), StorageError> {
+        keys::delete_key_if_due(self, key, now_ms)
     }
 
     fn list_keys(
@@ -976,7 +987,14 @@ impl Storage for PgStorage {
         to_region: &str,
         now_ms: i64,
     ) -> Result<(), StorageError> {
-        multi_region::update_primary_region(self, account_id, key_id, from_region, to_region, now_ms)
+        multi_region::update_primary_region(
+            self,
+            account_id,
+            key_id,
+            from_region,
+            to_region,
+            now_ms,
+        )
     }
 
     fn multi_region_transitions_due(

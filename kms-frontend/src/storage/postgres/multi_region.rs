@@ -13,7 +13,11 @@ use super::super::{
 use super::{Conn, Failure, PgStorage, Tx, enum_column, keys};
 
 /// The Region of the set's primary, if the set exists, its row locked until commit.
-async fn lock_set(tx: &mut Tx<'_>, account_id: &str, key_id: &str) -> Result<Option<String>, Failure> {
+async fn lock_set(
+    tx: &mut Tx<'_>,
+    account_id: &str,
+    key_id: &str,
+) -> Result<Option<String>, Failure> {
     Ok(tx
         .query_opt(
             "SELECT primary_region FROM multi_region_sets \

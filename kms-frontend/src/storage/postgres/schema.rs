@@ -305,8 +305,7 @@ CREATE TABLE leases (
 
 /// The schema migrations: (version reached, DDL), in increasing order. A new database runs
 /// them all; an older one runs those above its version.
-pub(in crate::storage) const MIGRATIONS: &[(i64, &str)] =
-    &[
+pub(in crate::storage) const MIGRATIONS: &[(i64, &str)] = &[
     (1, SCHEMA_V1),
     (2, SCHEMA_V2),
     (3, SCHEMA_V3),

@@ -175,6 +175,36 @@ pub(super) fn get_key(
     })
 }
 
+pub(super) fn delete_key_if_due(
+    s: &SqliteStorage,
+    key: KeyAddress<'_>,
+    now_ms: i64,
+) -> Result<(), StorageError> {
+    s.write(|tx| {
+        let state: Option<(String, Option<i64>)> = tx
+            .prepare_cached(
+                "SELECT key_state, deletion_date_ms FROM keys
+                 WHERE account_id = ?1 AND region = ?2 AND key_id = ?3",
+            )?
+            .query_row(params![key.account_id, key.region, key.key_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        match state {
+            None => return Err(StorageError::NotFound.into()),
+            Some((state, Some(date)))
+                if state == KeyState::PendingDeletion.as_str() && date <= now_ms => {}
+            Some(_) => return Err(StorageError::StateChanged.into()),
+        }
+        // Aliases, tags and everything else of the key cascade with it.
+        tx.execute(
+            "DELETE FROM keys WHERE account_id = ?1 AND region = ?2 AND key_id = ?3",
+            params![key.account_id, key.region, key.key_id],
+        )?;
+        Ok(())
+    })
+}
+
 pub(super) fn delete_key(
     s: &SqliteStorage,
     account_id: &str,

@@ -29,7 +29,11 @@ pub(super) fn acquire_lease(
     })
 }
 
-pub(super) fn release_lease(s: &SqliteStorage, name: &str, holder: &str) -> Result<(), StorageError> {
+pub(super) fn release_lease(
+    s: &SqliteStorage,
+    name: &str,
+    holder: &str,
+) -> Result<(), StorageError> {
     s.write(|tx| {
         tx.prepare_cached("DELETE FROM leases WHERE name = ?1 AND holder = ?2")?
             .execute(params![name, holder])?;

@@ -392,6 +392,10 @@ impl Storage for SqliteStorage {
         keys::delete_key(self, account_id, region, key_id)
     }
 
+    fn delete_key_if_due(&self, key: KeyAddress<'_>, now_ms: i64) -> Result<(), StorageError> {
+        keys::delete_key_if_due(self, key, now_ms)
+    }
+
     fn list_keys(
         &self,
         account_id: &str,
