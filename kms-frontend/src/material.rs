@@ -398,8 +398,11 @@ fn sm2() -> Result<KeyMaterial, MaterialError> {
 
 /// Imported key material (ImportKeyMaterial) checked against `spec` and put into this
 /// module's encoding: raw bytes of the spec's length for `SYMMETRIC_DEFAULT` and `HMAC_*`
-/// (the lengths AWS accepted), a PKCS#8 private key of the spec's size or curve for RSA
-/// and ECC (re-encoded as PKCS#8 v1, as generated keys are). Other specs cannot be
+/// (the lengths AWS accepted; `SYMMETRIC_DEFAULT` is 32 bytes in the China Regions too,
+/// where AWS takes 16-byte SM4 keys, because this module's China symmetric keys are AES-256
+/// like every other), a PKCS#8 private key of the spec's size or curve for RSA, ECC and SM2
+/// (re-encoded as PKCS#8 v1, as generated keys are; an SM2 scalar `d` with `1 + d = n`,
+/// which SM2DSA cannot use and [`generate`] never draws, is refused). Other specs cannot be
 /// imported.
 ///
 /// # Errors
@@ -435,8 +438,27 @@ pub fn imported_secret(spec: KeySpec, bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>
         KeySpec::EccNistP384 => ecdsa(&ECDSA_P384_SHA384_ASN1_SIGNING),
         KeySpec::EccNistP521 => ecdsa(&ECDSA_P521_SHA512_ASN1_SIGNING),
         KeySpec::EccSecgP256k1 => ecdsa(&ECDSA_P256K1_SHA256_ASN1_SIGNING),
+        KeySpec::Sm2 => imported_sm2(bytes),
         _ => Err(MaterialError::WrongSpec(spec)),
     }
+}
+
+/// An imported SM2 private key: PKCS#8 with `id-ecPublicKey` and the SM2 curve (what
+/// `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:SM2 | openssl pkcs8 -topk8`
+/// writes), re-encoded as [`sm2`] writes generated keys.
+fn imported_sm2(bytes: &[u8]) -> Result<Zeroizing<Vec<u8>>, MaterialError> {
+    use sm2::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _};
+    let spec = KeySpec::Sm2;
+    // from_pkcs8_der refuses another curve, 0 and scalars >= n.
+    let secret_key =
+        sm2::SecretKey::from_pkcs8_der(bytes).map_err(|_| MaterialError::Malformed(spec))?;
+    if bool::from((sm2::Scalar::ONE + *secret_key.to_nonzero_scalar()).is_zero()) {
+        return Err(MaterialError::Malformed(spec));
+    }
+    let der = secret_key
+        .to_pkcs8_der()
+        .map_err(|_| MaterialError::Encode(spec))?;
+    Ok(der.to_bytes())
 }
 
 /// The SubjectPublicKeyInfo DER of the key pair whose secret (this module's encoding for
@@ -842,6 +864,24 @@ mod tests {
         let verifying_key = sm2::dsa::VerifyingKey::new(distid, public_key).expect("verifying key");
         verifying_key.verify(MESSAGE, &signature).expect("verify");
         assert!(verifying_key.verify(b"other", &signature).is_err());
+    }
+
+    #[test]
+    fn imported_sm2_keys_are_checked_and_re_encoded() {
+        let m = gen_ok(KeySpec::Sm2);
+        let imported = imported_secret(KeySpec::Sm2, m.secret()).expect("SM2 PKCS#8");
+        assert_eq!(
+            public_key_of(KeySpec::Sm2, &imported).expect("public key"),
+            public(&m)
+        );
+        // A key on another curve, and bytes that are no key, are not SM2 material.
+        let p256 = gen_ok(KeySpec::EccNistP256);
+        for other in [p256.secret(), &m.secret()[1..]] {
+            assert!(matches!(
+                imported_secret(KeySpec::Sm2, other),
+                Err(MaterialError::Malformed(KeySpec::Sm2))
+            ));
+        }
     }
 
     #[test]

@@ -10,6 +10,11 @@
 //! `ExpiredImportTokenException`; material wrapped under another call's public key does
 //! not unwrap with this token's private key (`InvalidCiphertextException`).
 //!
+//! SM2 wrapping keys (`WrappingKeySpec` `SM2`, `WrappingAlgorithm` `SM2PKE`) exist in the
+//! China Regions only, where RSA_AES_KEY_WRAP is not offered; an SM2PKE-wrapped material is
+//! the DER `SEQUENCE { x, y, C3, C2 }` ciphertext of `asymmetric_encryption` (what
+//! `openssl pkeyutl -encrypt` writes).
+//!
 //! Material ids of imported material are derived from the key and the material (HMAC
 //! under a key derived from the root key), so importing the same material again is
 //! recognised (and restores the key), and other material is
@@ -49,6 +54,7 @@ enum Wrapping {
     OaepSha256,
     AesKeyWrapSha1,
     AesKeyWrapSha256,
+    Sm2Pke,
 }
 
 impl Wrapping {
@@ -58,6 +64,7 @@ impl Wrapping {
             "RSAES_OAEP_SHA_256" => Self::OaepSha256,
             "RSA_AES_KEY_WRAP_SHA_1" => Self::AesKeyWrapSha1,
             "RSA_AES_KEY_WRAP_SHA_256" => Self::AesKeyWrapSha256,
+            "SM2PKE" => Self::Sm2Pke,
             _ => return None,
         })
     }
@@ -68,6 +75,7 @@ impl Wrapping {
             Self::OaepSha256 => 2,
             Self::AesKeyWrapSha1 => 3,
             Self::AesKeyWrapSha256 => 4,
+            Self::Sm2Pke => 5,
         }
     }
 
@@ -77,15 +85,29 @@ impl Wrapping {
             Self::OaepSha256,
             Self::AesKeyWrapSha1,
             Self::AesKeyWrapSha256,
+            Self::Sm2Pke,
         ]
         .into_iter()
         .find(|w| w.code() == code)
     }
 
-    const fn oaep(self) -> Algorithm {
+    /// The public key encryption of the wrapping key (for RSA_AES_KEY_WRAP: of the AES key).
+    const fn public_key_algorithm(self) -> Algorithm {
         match self {
             Self::OaepSha1 | Self::AesKeyWrapSha1 => Algorithm::RsaesOaepSha1,
             Self::OaepSha256 | Self::AesKeyWrapSha256 => Algorithm::RsaesOaepSha256,
+            Self::Sm2Pke => Algorithm::Sm2Pke,
+        }
+    }
+
+    /// The name as AWS spells it.
+    const fn name(self) -> &'static str {
+        match self {
+            Self::OaepSha1 => "RSAES_OAEP_SHA_1",
+            Self::OaepSha256 => "RSAES_OAEP_SHA_256",
+            Self::AesKeyWrapSha1 => "RSA_AES_KEY_WRAP_SHA_1",
+            Self::AesKeyWrapSha256 => "RSA_AES_KEY_WRAP_SHA_256",
+            Self::Sm2Pke => "SM2PKE",
         }
     }
 
@@ -94,12 +116,13 @@ impl Wrapping {
     }
 }
 
-/// The RSA spec of a `WrappingKeySpec`.
+/// The key spec of a `WrappingKeySpec`.
 fn wrapping_spec(name: &str) -> Option<KeySpec> {
     match name {
         "RSA_2048" => Some(KeySpec::Rsa2048),
         "RSA_3072" => Some(KeySpec::Rsa3072),
         "RSA_4096" => Some(KeySpec::Rsa4096),
+        "SM2" => Some(KeySpec::Sm2),
         _ => None,
     }
 }
@@ -177,12 +200,12 @@ pub(super) fn get_parameters_for_import(
     let (Some(wrapping), Some(wrapping_spec)) =
         (Wrapping::parse(&algorithm_name), wrapping_spec(&spec_name))
     else {
-        // RSAES_PKCS1_V1_5 was withdrawn by AWS; SM2 wrapping exists only in the China
-        // Regions and is not offered by this front end.
+        // RSAES_PKCS1_V1_5 was withdrawn by AWS.
         return Err(unsupported(format!(
             "Wrapping algorithm {algorithm_name} with wrapping key spec {spec_name} is not supported."
         )));
     };
+    check_region(caller, wrapping, wrapping_spec)?;
     check_combination(&key, spec_of(&key)?, wrapping, wrapping_spec)?;
     let pair = crate::material::generate(wrapping_spec).map_err(|e| {
         tracing::error!(error = %e, "wrapping key generation failed");
@@ -206,9 +229,44 @@ pub(super) fn get_parameters_for_import(
     }))
 }
 
+/// The Region rules of the developer guide: SM2 wrapping keys and SM2PKE exist in the China
+/// Regions only (like SM2 KMS keys), RSA_AES_KEY_WRAP everywhere but there. AWS documents
+/// neither the error nor its text (`kms-keys-in-use.md` §6, UNVERIFIED); the front end
+/// answers as CreateKey does for a key spec of the wrong Regions (ValidationException).
+fn check_region(
+    caller: &Caller,
+    wrapping: Wrapping,
+    wrapping_spec: KeySpec,
+) -> Result<(), KmsError> {
+    let china = caller.partition == "aws-cn";
+    if !china && (wrapping == Wrapping::Sm2Pke || wrapping_spec == KeySpec::Sm2) {
+        return Err(KmsError::validation(
+            "Wrapping algorithm SM2PKE and wrapping key spec SM2 are only available in the China Regions.",
+        ));
+    }
+    if china && wrapping.is_key_wrap() {
+        return Err(KmsError::validation(format!(
+            "Wrapping algorithm {} is not available in the China Regions.",
+            wrapping.name()
+        )));
+    }
+    // SM2PKE needs the SM2 wrapping key and the RSA algorithms an RSA one.
+    if (wrapping == Wrapping::Sm2Pke) != (wrapping_spec == KeySpec::Sm2) {
+        return Err(KmsError::validation(format!(
+            "Wrapping algorithm {} cannot be used with wrapping key spec {}.",
+            wrapping.name(),
+            wrapping_spec.as_str()
+        )));
+    }
+    Ok(())
+}
+
 /// AWS's restrictions on wrapping algorithm and key type: symmetric and HMAC material is
 /// wrapped with RSA-OAEP; RSA private keys need RSA_AES_KEY_WRAP (too long for OAEP);
-/// ECC keys take either, except P-521 under RSA_2048 with OAEP (too long).
+/// ECC keys take either, except P-521 under RSA_2048 with OAEP (too long). SM2PKE (China)
+/// wraps every kind: it has no length limit, and it is the only way to import an RSA key
+/// in the China Regions, which offer no RSA_AES_KEY_WRAP (UNVERIFIED: AWS documents no
+/// SM2PKE combinations, `kms-keys-in-use.md` §6).
 fn check_combination(
     key: &KeyRecord,
     spec: KeySpec,
@@ -231,7 +289,9 @@ fn check_combination(
         {
             refuse()
         }
-        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096 if !wrapping.is_key_wrap() => {
+        KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096
+            if !wrapping.is_key_wrap() && wrapping != Wrapping::Sm2Pke =>
+        {
             refuse()
         }
         KeySpec::EccNistP521 if !wrapping.is_key_wrap() && wrapping_spec == KeySpec::Rsa2048 => {
@@ -254,6 +314,7 @@ const fn spec_code(spec: KeySpec) -> u8 {
     match spec {
         KeySpec::Rsa3072 => 2,
         KeySpec::Rsa4096 => 3,
+        KeySpec::Sm2 => 4,
         _ => 1,
     }
 }
@@ -263,6 +324,7 @@ fn spec_from_code(code: u8) -> Option<KeySpec> {
         1 => Some(KeySpec::Rsa2048),
         2 => Some(KeySpec::Rsa3072),
         3 => Some(KeySpec::Rsa4096),
+        4 => Some(KeySpec::Sm2),
         _ => None,
     }
 }
@@ -298,7 +360,7 @@ fn open_token(kms: &Kms, key: &KeyRecord, token: &[u8]) -> Result<Token, KmsErro
     Ok(token)
 }
 
-/// Removes the wrapping: RSA-OAEP, or for RSA_AES_KEY_WRAP an RSA-OAEP-wrapped AES key
+/// Removes the wrapping: RSA-OAEP or SM2PKE, or for RSA_AES_KEY_WRAP an RSA-OAEP-wrapped AES key
 /// (exactly the modulus length) followed by the material wrapped with it by AES key wrap
 /// with padding (RFC 5649).
 fn unwrap(token: &Token, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsError> {
@@ -309,17 +371,17 @@ fn unwrap(token: &Token, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsErro
             "The encrypted key material could not be unwrapped with the import parameters of this import token.",
         )
     };
-    let oaep = |ciphertext: &[u8]| {
+    let public_key_decrypt = |ciphertext: &[u8]| {
         asymmetric_encryption::decrypt(
             wrapping_spec,
             &token.private_pkcs8,
-            token.wrapping.oaep(),
+            token.wrapping.public_key_algorithm(),
             ciphertext,
         )
         .map_err(|_| invalid())
     };
     if !token.wrapping.is_key_wrap() {
-        return oaep(encrypted);
+        return public_key_decrypt(encrypted);
     }
     use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrapPadded};
     let rsa_len = match wrapping_spec {
@@ -331,7 +393,7 @@ fn unwrap(token: &Token, encrypted: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsErro
         return Err(invalid());
     }
     let (wrapped_key, wrapped_material) = encrypted.split_at(rsa_len);
-    let aes_key = oaep(wrapped_key)?;
+    let aes_key = public_key_decrypt(wrapped_key)?;
     let cipher = match aes_key.len() {
         32 => &AES_256,
         16 => &AES_128,

@@ -1,20 +1,24 @@
 //! Imported key material (issue 18) through boto3: GetParametersForImport and
 //! ImportKeyMaterial for symmetric, HMAC, RSA and ECC keys, their errors, expiry (driven by
 //! the test clock), DeleteImportedKeyMaterial and re-import, new material for an on-demand
-//! rotation, the condition keys, and a process killed during an import. The material is
-//! wrapped by Python `cryptography` (RSA-OAEP; RSA-OAEP + AES key wrap with padding,
-//! RFC 5649), never by the front end's code.
+//! rotation, the condition keys, a process killed during an import, and SM2 wrapping keys
+//! (SM2PKE) with SM2 material in a China Region. The material is wrapped by Python
+//! `cryptography` (RSA-OAEP; RSA-OAEP + AES key wrap with padding, RFC 5649) or the `openssl`
+//! command (SM2PKE, whose DER `SEQUENCE { x, y, C3, C2 }` is AWS's format), never by the
+//! front end's code.
 
 use testkit::frontend::{FrontendFixture, RunningFrontend};
 
 const REGION: &str = "us-east-1";
+const CHINA: &str = "cn-north-1";
 
 /// Python helpers: `advance(seconds)` moves the front end's clock (and sweeps);
 /// `params(k, alg, spec)` calls GetParametersForImport; `wrap(p, material)` wraps like the
-/// AWS documentation says for the parameters' algorithm; `imp(k, material, **kw)` does both
+/// AWS documentation says for the parameters' algorithm (SM2PKE: `openssl pkeyutl`);
+/// `ossl(args, files)` runs the `openssl` command in a directory holding `files`; `imp(k, material, **kw)` does both
 /// and imports; `server_now(p)` is the front end's clock (ParametersValidTo − 24 h).
 const HELPERS: &str = r#"
-import os, ssl, urllib.request, datetime, hmac, hashlib
+import os, ssl, urllib.request, datetime, hmac, hashlib, subprocess, tempfile
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, ec
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
@@ -28,7 +32,22 @@ def params(k, alg='RSAES_OAEP_SHA_256', spec='RSA_2048'):
     p = kms.get_parameters_for_import(KeyId=k, WrappingAlgorithm=alg, WrappingKeySpec=spec)
     p['alg'] = alg
     return p
+def ossl(args, files={}, out=None):
+    with tempfile.TemporaryDirectory() as d:
+        for name, data in files.items():
+            with open(os.path.join(d, name), 'wb') as f:
+                f.write(data)
+        r = subprocess.run(['openssl'] + args, cwd=d, capture_output=True)
+        if r.returncode != 0:
+            raise RuntimeError('openssl ' + ' '.join(args) + ': ' + r.stderr.decode())
+        if out is None:
+            return r.stdout
+        with open(os.path.join(d, out), 'rb') as f:
+            return f.read()
 def wrap(p, material):
+    if p['alg'] == 'SM2PKE':
+        return ossl(['pkeyutl', '-encrypt', '-pubin', '-keyform', 'DER', '-inkey', 'pub.der',
+                     '-in', 'm', '-out', 'ct'], {'pub.der': p['PublicKey'], 'm': material}, 'ct')
     pub = serialization.load_der_public_key(p['PublicKey'])
     h = hashes.SHA256() if p['alg'].endswith('SHA_256') else hashes.SHA1()
     oaep = padding.OAEP(mgf=padding.MGF1(algorithm=h), algorithm=h, label=None)
@@ -431,4 +450,156 @@ print(json.dumps(out))
     // Importing the same material again (EXISTING) still works after both crashes.
     let r = run(&f, import, &[&key, &material]);
     assert_eq!(r["ok"], true, "{r}");
+}
+
+/// SM2 key pairs made by the `openssl` command: `key(n)` writes `n.pem` and returns the
+/// PKCS#8 DER private key and the SPKI DER public key.
+const SM2_HELPERS: &str = r#"
+def openssl_key(*genpkey):
+    pem = ossl(['genpkey'] + list(genpkey) + ['-out', 'k.pem'], {}, 'k.pem')
+    der = ossl(['pkcs8', '-topk8', '-nocrypt', '-in', 'k.pem', '-outform', 'DER'], {'k.pem': pem})
+    spki = ossl(['pkey', '-in', 'k.pem', '-pubout', '-outform', 'DER'], {'k.pem': pem})
+    return pem, der, spki
+def sm2_key():
+    return openssl_key('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:SM2')
+def sm2_params(k):
+    return params(k, 'SM2PKE', 'SM2')
+"#;
+
+/// In a China Region (`cn-north-1`): SM2 wrapping keys (`SM2` / `SM2PKE`) wrap SM2 private
+/// keys made by `openssl` into SM2 keys of every usage (SIGN_VERIFY: the SM2DSA signature
+/// verifies with `openssl`; ENCRYPT_DECRYPT: a ciphertext made by `openssl` decrypts;
+/// KEY_AGREEMENT: the public key is the imported one), symmetric material (which then
+/// encrypts and decrypts) and an RSA key; RSA wrapping keys with RSA-OAEP still work there.
+/// Refused: SM2 wrapping outside China, RSA_AES_KEY_WRAP in China, mixed pairs, another
+/// curve, a tampered wrapping.
+///
+/// AWS documents neither the error of a wrapping offered in other Regions nor which SM2PKE
+/// combinations it accepts (`kms-keys-in-use.md` §6, UNVERIFIED). A real client expects
+/// what the front end answers: ValidationException, as CreateKey answers a key spec of the
+/// wrong Regions, and SM2PKE for every kind of material, since it has no length limit and
+/// is the only wrapping an RSA key can use in China. Symmetric material is 32 bytes here
+/// (AWS takes 16-byte SM4 keys in China): the front end's China symmetric keys are AES-256.
+#[test]
+fn sm2_wrapping_imports_sm2_symmetric_and_rsa_material_in_china() {
+    let f = FrontendFixture::new().start();
+    let script = r#"
+out = {}
+def create(spec, usage=None):
+    kw = {'KeyUsage': usage} if usage else {}
+    return kms.create_key(Origin='EXTERNAL', KeySpec=spec, **kw)['KeyMetadata']['KeyId']
+# The wrapping key is an SPKI on the SM2 curve.
+s = create('SM2', 'SIGN_VERIFY')
+p = sm2_params(s)
+out['wrapping_key_curve'] = 'ASN1 OID: SM2' in ossl(['pkey', '-pubin', '-inform', 'DER', '-in', 'pub.der',
+    '-text_pub', '-noout'], {'pub.der': p['PublicKey']}).decode()
+# SIGN_VERIFY: the wrong curve and a tampered wrapping are refused; the key then signs
+# with the imported private key.
+out['p256_into_sm2'] = imp(s, openssl_key('-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256')[1], p)['error']
+pem, der, spki = sm2_key()
+bad = bytearray(wrap(p, der))
+bad[-1] ^= 1
+out['tampered'] = call('import_key_material', KeyId=s, ImportToken=p['ImportToken'], EncryptedKeyMaterial=bytes(bad),
+    ExpirationModel='KEY_MATERIAL_DOES_NOT_EXPIRE')['error']
+out['sign_import'] = 'ok' in imp(s, der, p)
+out['sign_public'] = kms.get_public_key(KeyId=s)['PublicKey'] == spki
+sig = kms.sign(KeyId=s, Message=b'message', SigningAlgorithm='SM2DSA')['Signature']
+ossl(['pkeyutl', '-verify', '-pubin', '-keyform', 'DER', '-inkey', 'pub.der', '-rawin', '-in', 'msg',
+      '-sigfile', 'sig', '-digest', 'sm3', '-pkeyopt', 'distid:1234567812345678'],
+     {'pub.der': spki, 'msg': b'message', 'sig': sig})
+out['sign_verifies_outside'] = True
+out['sign_other'] = imp(s, sm2_key()[1], sm2_params(s))['error']
+# ENCRYPT_DECRYPT: wrapped once with SM2PKE and once with RSA-OAEP (RSA wrapping keys stay
+# available in China); a ciphertext openssl makes with the public key decrypts in KMS.
+e = create('SM2', 'ENCRYPT_DECRYPT')
+pem, der, spki = sm2_key()
+out['encrypt_import_oaep'] = 'ok' in imp(e, der, params(e, 'RSAES_OAEP_SHA_256', 'RSA_3072'))
+out['encrypt_reimport_sm2pke'] = 'ok' in imp(e, der, sm2_params(e))
+ct = ossl(['pkeyutl', '-encrypt', '-pubin', '-keyform', 'DER', '-inkey', 'pub.der', '-in', 'm', '-out', 'ct'],
+          {'pub.der': spki, 'm': b'secret'}, 'ct')
+out['encrypt_decrypts'] = kms.decrypt(KeyId=e, CiphertextBlob=ct, EncryptionAlgorithm='SM2PKE')['Plaintext'] == b'secret'
+# KEY_AGREEMENT: the public key is the imported one.
+a = create('SM2', 'KEY_AGREEMENT')
+pem, der, spki = sm2_key()
+out['agreement_import'] = 'ok' in imp(a, der, sm2_params(a))
+out['agreement_public'] = kms.get_public_key(KeyId=a)['PublicKey'] == spki
+# Symmetric material wrapped with SM2PKE encrypts and decrypts; other material is refused.
+y = create('SYMMETRIC_DEFAULT')
+material = os.urandom(32)
+out['symmetric_import'] = 'ok' in imp(y, material, sm2_params(y))
+blob = kms.encrypt(KeyId=y, Plaintext=b'imported')['CiphertextBlob']
+out['symmetric_roundtrip'] = kms.decrypt(CiphertextBlob=blob)['Plaintext'] == b'imported'
+out['symmetric_other'] = imp(y, os.urandom(32), sm2_params(y))['error']
+out['symmetric_same'] = 'ok' in imp(y, material, sm2_params(y))
+# RSA (no RSA_AES_KEY_WRAP in China): SM2PKE wraps the whole PKCS#8 key.
+r = create('RSA_2048', 'SIGN_VERIFY')
+pem, der, spki = openssl_key('-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048')
+out['rsa_import'] = 'ok' in imp(r, der, sm2_params(r))
+out['rsa_public'] = kms.get_public_key(KeyId=r)['PublicKey'] == spki
+# Refusals in China: RSA_AES_KEY_WRAP, and pairs mixing SM2 and RSA.
+ecc = create('ECC_NIST_P256', 'SIGN_VERIFY')
+def gp(k, alg, spec):
+    r = call('get_parameters_for_import', KeyId=k, WrappingAlgorithm=alg, WrappingKeySpec=spec)
+    return r.get('error', 'ok'), r.get('message')
+out['key_wrap_in_china'] = gp(ecc, 'RSA_AES_KEY_WRAP_SHA_256', 'RSA_4096')
+out['sm2pke_with_rsa'] = gp(ecc, 'SM2PKE', 'RSA_2048')
+out['oaep_with_sm2'] = gp(ecc, 'RSAES_OAEP_SHA_256', 'SM2')
+print(json.dumps(out))
+"#;
+    let r = f.boto3(
+        f.alice(),
+        CHINA,
+        &format!("{HELPERS}{SM2_HELPERS}{script}"),
+        &[],
+    );
+    for field in [
+        "wrapping_key_curve",
+        "sign_import",
+        "sign_public",
+        "sign_verifies_outside",
+        "encrypt_import_oaep",
+        "encrypt_reimport_sm2pke",
+        "encrypt_decrypts",
+        "agreement_import",
+        "agreement_public",
+        "symmetric_import",
+        "symmetric_roundtrip",
+        "symmetric_same",
+        "rsa_import",
+        "rsa_public",
+    ] {
+        assert_eq!(r[field], true, "{field}: {r}");
+    }
+    assert_eq!(r["p256_into_sm2"], "InvalidCiphertextException", "{r}");
+    assert_eq!(r["tampered"], "InvalidCiphertextException", "{r}");
+    assert_eq!(r["sign_other"], "IncorrectKeyMaterialException", "{r}");
+    assert_eq!(r["symmetric_other"], "IncorrectKeyMaterialException", "{r}");
+    assert_eq!(
+        r["key_wrap_in_china"],
+        serde_json::json!([
+            "ValidationException",
+            "Wrapping algorithm RSA_AES_KEY_WRAP_SHA_256 is not available in the China Regions."
+        ]),
+        "{r}"
+    );
+    for field in ["sm2pke_with_rsa", "oaep_with_sm2"] {
+        assert_eq!(r[field][0], "ValidationException", "{field}: {r}");
+    }
+
+    // Outside China neither the SM2 wrapping key nor SM2PKE is offered.
+    let script = r#"
+k = kms.create_key(Origin='EXTERNAL')['KeyMetadata']['KeyId']
+print(json.dumps({alg + '/' + spec: call('get_parameters_for_import', KeyId=k, WrappingAlgorithm=alg,
+                                         WrappingKeySpec=spec).get('error', 'ok')
+                  for alg, spec in [('SM2PKE', 'SM2'), ('RSAES_OAEP_SHA_256', 'SM2'), ('SM2PKE', 'RSA_2048')]}))
+"#;
+    let r = run(&f, script, &[]);
+    assert_eq!(
+        r,
+        serde_json::json!({
+            "SM2PKE/SM2": "ValidationException",
+            "RSAES_OAEP_SHA_256/SM2": "ValidationException",
+            "SM2PKE/RSA_2048": "ValidationException",
+        })
+    );
 }
