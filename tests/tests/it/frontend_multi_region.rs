@@ -666,3 +666,65 @@ out(r)
     }
     ok(&r["primary_on_demand"]);
 }
+
+/// The deletion sweep never deletes a primary that has replicas. Through the API that state
+/// cannot be reached on purpose (ReplicateKey refuses a primary pending deletion); it arises
+/// when a ReplicateKey commits between ScheduleKeyDeletion's read of the set and its write.
+/// The test makes it directly in the SQLite database (so this test is SQLite-only:
+/// `scripts/test` leaves it out of the PostgreSQL pass): once the window ends, the primary
+/// is held in `PendingReplicaDeletion`, not deleted, and the replica keeps working.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_primary_that_gained_a_replica_is_held_not_swept_sqlite_state() {
+    let f = FrontendFixture::new().start();
+    let v = run(
+        &f,
+        r#"
+R1, R2 = sys.argv[1:3]
+key = must(R1, 'create_key', MultiRegion=True)['KeyMetadata']['KeyId']
+must(R1, 'replicate_key', KeyId=key, ReplicaRegion=R2)
+out({'key': key, 'replica': wait_state(R2, key, 'Enabled'),
+     'ct': must(R2, 'encrypt', KeyId=key, Plaintext=b'kept')['CiphertextBlob']})
+"#,
+        &[R1, R2],
+    );
+    assert_eq!(v["replica"], "Enabled", "{v}");
+    let key = v["key"].as_str().expect("key").to_owned();
+    // The race's outcome: the primary pending deletion (window ends in 7 days) with a replica.
+    let db = f.fixture.home.path().join("data/kms.sqlite");
+    let due_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 7 * 86_400_000;
+    let edit = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1])\n\
+             n = c.execute(\"UPDATE keys SET key_state = 'PendingDeletion', deletion_date_ms = ?, \
+             pending_window_days = 7 WHERE key_id = ? AND region = ?\", \
+             (int(sys.argv[2]), sys.argv[3], sys.argv[4])).rowcount\n\
+             c.commit()\n\
+             assert n == 1, n",
+        ])
+        .arg(&db)
+        .arg(due_ms.to_string())
+        .arg(&key)
+        .arg(R1)
+        .output()
+        .expect("python3");
+    assert!(edit.status.success(), "{edit:?}");
+
+    f.advance_clock(8 * 86_400).await;
+    let probe = r#"
+R1, R2, key, ct = sys.argv[1:5]
+out({'primary': at(R1, 'describe_key', KeyId=key),
+     'replica': at(R2, 'decrypt', CiphertextBlob=base64.b64decode(ct))})
+"#;
+    let ct = v["ct"].as_str().expect("ct");
+    let v = run(&f, probe, &[R1, R2, &key, ct]);
+    let primary = &ok(&v["primary"])["KeyMetadata"];
+    assert_eq!(primary["KeyState"], "PendingReplicaDeletion", "{v}");
+    assert_eq!(primary["PendingDeletionWindowInDays"], 7, "{v}");
+    assert_eq!(ok(&v["replica"])["Plaintext"], "a2VwdA==", "{v}");
+}
