@@ -437,14 +437,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         tag_keys: &[String],
     ) -> Result<(), StorageError>;
 
-    /// Deletes a key, its aliases and its tags (the key's `xks_key_id` becomes free again).
-    /// [`StorageError::NotFound`] if the key does not exist.
-    fn delete_key(&self, account_id: &str, region: &str, key_id: &str) -> Result<(), StorageError>;
-
-    /// Deletes a key whose deletion window has ended, as [`Storage::delete_key`] does, but only
-    /// if it is still `PendingDeletion` with a deletion date at or before `now_ms` (decided in
-    /// the same transaction): a CancelKeyDeletion or a new schedule that landed after the
-    /// caller read the key wins. [`StorageError::StateChanged`] (nothing deleted) if it is not
+    /// Deletes a key whose deletion window has ended, with everything that is its own (aliases,
+    /// tags, grants, material versions, …; its `xks_key_id` becomes free again), but only if
+    /// it is still `PendingDeletion` with a deletion date at or before `now_ms` (decided in the
+    /// same transaction): a CancelKeyDeletion or a new schedule that landed after the caller
+    /// read the key wins. There is no unconditional delete: a key is deleted only this way. [`StorageError::StateChanged`] (nothing deleted) if it is not
     /// due, [`StorageError::NotFound`] if it does not exist.
     fn delete_key_if_due(&self, key: KeyAddress<'_>, now_ms: i64) -> Result<(), StorageError>;
 

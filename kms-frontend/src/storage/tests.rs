@@ -14,6 +14,8 @@ use super::{
 };
 
 pub(in crate::storage) mod backends;
+pub(in crate::storage) mod fixtures;
+use fixtures::delete_now;
 
 const ACCT: &str = "111122223333";
 const REGION: &str = "eu-west-1";
@@ -227,10 +229,10 @@ fn key_crud_round_trip() {
     u.tags.clear();
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), Some(u.clone()));
 
-    s.delete_key(ACCT, REGION, "k1").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "k1").unwrap();
     assert_eq!(s.get_key(ACCT, REGION, "k1").unwrap(), None);
     assert_eq!(
-        s.delete_key(ACCT, REGION, "k1"),
+        delete_now(s.as_ref(), ACCT, REGION, "k1"),
         Err(StorageError::NotFound)
     );
     let gone = u.address();
@@ -475,7 +477,7 @@ fn delete_key_frees_xks_id_and_removes_aliases_and_tags() {
         Err(StorageError::XksKeyInUse)
     );
 
-    s.delete_key(ACCT, REGION, "k1").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "k1").unwrap();
     assert_eq!(s.get_alias(ACCT, REGION, "alias/a").unwrap(), None);
     assert_eq!(s.get_alias(ACCT, REGION, "alias/b").unwrap(), None);
     assert!(s.get_alias(ACCT, REGION, "alias/keep").unwrap().is_some());
@@ -517,7 +519,7 @@ fn create_key_limit_exceeded() {
     s.create_key(&key(ACCT, "us-east-1", "k3"), 3).unwrap();
     s.create_key(&key("444455556666", REGION, "k3"), 3).unwrap();
     // Room again after a deletion.
-    s.delete_key(ACCT, REGION, "k0").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "k0").unwrap();
     s.create_key(&key(ACCT, REGION, "k3"), 3).unwrap();
     assert!(matches!(
         s.create_key(&key(ACCT, REGION, "k4"), 0),
@@ -852,7 +854,7 @@ fn grouped_creates_settle_each_write_on_its_own() {
         Err(StorageError::LimitExceeded(_))
     ));
     s.create_key(&key(ACCT, REGION, "fits"), 19).unwrap();
-    s.delete_key(ACCT, REGION, "fits").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "fits").unwrap();
     s.create_key(&key(ACCT, REGION, "fits-again"), 19).unwrap();
 }
 
@@ -1336,7 +1338,7 @@ fn delete_custom_key_store_refused_while_keys_exist() {
         Ok(2)
     );
     assert_eq!(s.delete_custom_key_store(ACCT, REGION, "cks-1"), has_keys);
-    s.delete_key(ACCT, REGION, "k1").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "k1").unwrap();
     assert_eq!(s.delete_custom_key_store(ACCT, REGION, "cks-1"), has_keys);
     assert!(
         s.get_custom_key_store(ACCT, REGION, "cks-1")
@@ -1346,7 +1348,7 @@ fn delete_custom_key_store_refused_while_keys_exist() {
 
     // The empty store, and then the other one once its last key is gone.
     s.delete_custom_key_store(ACCT, REGION, "cks-2").unwrap();
-    s.delete_key(ACCT, REGION, "k2").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "k2").unwrap();
     assert_eq!(
         s.count_keys_in_custom_key_store(ACCT, REGION, "cks-1"),
         Ok(0)
@@ -1627,7 +1629,7 @@ fn migration_from_v1() {
         Err(StorageError::XksKeyInUse)
     );
     // A key of version 1 naming an unknown store stays readable and deletable.
-    s.delete_key(ACCT, REGION, "k-legacy").unwrap();
+    delete_now(&s, ACCT, REGION, "k-legacy").unwrap();
     drop(s);
 
     // Opening again migrates nothing more.

@@ -1,11 +1,13 @@
-//! Conformance tests of the grant methods of [`Storage`]: each `check_*` takes any backend,
-//! and the `#[test]`s run them on SQLite (a PostgreSQL run can call the same checks).
+//! Conformance tests of the grant methods of [`Storage`], on every backend
+//! (`backends::conformance!` at the end).
 
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 
-use super::{GrantConstraints, GrantRecord, KeyRecord, KeyState, SqliteStorage, Storage};
+use super::tests::backends;
+use super::tests::fixtures::{delete_now, plain_key};
+use super::{GrantConstraints, GrantRecord, KeyRecord, Storage};
 use super::{KeyAddress, StorageError};
 
 const ACCT: &str = "111122223333";
@@ -15,25 +17,8 @@ const CAROL: &str = "arn:aws:iam::444455556666:user/carol";
 
 fn key(key_id: &str) -> KeyRecord {
     KeyRecord {
-        account_id: ACCT.to_owned(),
-        region: REGION.to_owned(),
-        key_id: key_id.to_owned(),
-        arn: format!("arn:aws:kms:{REGION}:{ACCT}:key/{key_id}"),
-        creation_date_ms: 1_700_000_000_000,
-        description: String::new(),
-        key_spec: "SYMMETRIC_DEFAULT".to_owned(),
-        key_usage: "ENCRYPT_DECRYPT".to_owned(),
-        origin: "AWS_KMS".to_owned(),
-        key_state: KeyState::Enabled,
-        deletion_date_ms: None,
-        pending_window_days: None,
-        multi_region: false,
-        custom_key_store_id: None,
-        xks_key_id: None,
-        policy: "{}".to_owned(),
-        sealed_material: Some(vec![0xA5; 60]),
         material_id: Some("m-1".to_owned()),
-        tags: Vec::new(),
+        ..plain_key(ACCT, REGION, key_id)
     }
 }
 
@@ -66,7 +51,7 @@ fn grant(key_id: &str, n: u8, grantee: &str) -> GrantRecord {
 
 /// A grant round-trips whole; lookups by key, id and grantee find exactly it; deleting it
 /// (once) removes it.
-pub(super) fn check_create_get_delete(s: &dyn Storage) {
+fn check_create_get_delete(s: &dyn Storage) {
     s.create_key(&key("k1"), 100).unwrap();
     let g = grant("k1", 1, BOB);
     assert_eq!(s.create_grant(&g, 10, 10).unwrap(), g);
@@ -98,7 +83,7 @@ pub(super) fn check_create_get_delete(s: &dyn Storage) {
 
 /// A name with the same parameters returns the existing grant; with other parameters it
 /// is a new grant.
-pub(super) fn check_idempotent_names(s: &dyn Storage) {
+fn check_idempotent_names(s: &dyn Storage) {
     s.create_key(&key("k1"), 100).unwrap();
     let mut first = grant("k1", 1, BOB);
     first.name = Some("backup".into());
@@ -126,7 +111,7 @@ pub(super) fn check_idempotent_names(s: &dyn Storage) {
 }
 
 /// The per-key and per-grantee quotas; an idempotent repeat is answered even at the quota.
-pub(super) fn check_limits(s: &dyn Storage) {
+fn check_limits(s: &dyn Storage) {
     s.create_key(&key("k1"), 100).unwrap();
     let mut named = grant("k1", 1, BOB);
     named.name = Some("n".into());
@@ -153,7 +138,7 @@ pub(super) fn check_limits(s: &dyn Storage) {
 
 /// Listings page in creation order with opaque markers, filter by id and grantee, and
 /// refuse foreign markers; retirable grants are found across keys.
-pub(super) fn check_listings(s: &dyn Storage) {
+fn check_listings(s: &dyn Storage) {
     s.create_key(&key("k1"), 100).unwrap();
     s.create_key(&key("k2"), 100).unwrap();
     let ids: Vec<String> = (1..=5)
@@ -209,10 +194,10 @@ pub(super) fn check_listings(s: &dyn Storage) {
 }
 
 /// A key's grants are deleted with it.
-pub(super) fn check_deleted_with_key(s: &dyn Storage) {
+fn check_deleted_with_key(s: &dyn Storage) {
     s.create_key(&key("k1"), 100).unwrap();
     let g = s.create_grant(&grant("k1", 1, BOB), 10, 10).unwrap();
-    s.delete_key(ACCT, REGION, "k1").unwrap();
+    delete_now(s, ACCT, REGION, "k1").unwrap();
     assert_eq!(s.get_grant(addr("k1"), &g.grant_id).unwrap(), None);
     assert!(
         s.list_retirable_grants(CAROL, None, 10)
@@ -229,51 +214,52 @@ pub(super) fn check_deleted_with_key(s: &dyn Storage) {
     );
 }
 
-fn sqlite() -> (tempfile::TempDir, SqliteStorage) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStorage::open(&dir.path().join("kms.sqlite3")).unwrap();
-    (dir, s)
+/// A storage on a fresh database of the test's backend; the first value keeps it alive.
+fn open() -> (backends::Guard, backends::TestDb, Box<dyn Storage>) {
+    let (guard, db) = backends::fresh();
+    let s = db.open_storage().unwrap();
+    (guard, db, s)
 }
 
-#[test]
-fn sqlite_grants_create_get_delete() {
-    let (_d, s) = sqlite();
-    check_create_get_delete(&s);
+fn grants_create_get_delete() {
+    let (_g, _db, s) = open();
+    check_create_get_delete(s.as_ref());
 }
 
-#[test]
-fn sqlite_grants_idempotent_names() {
-    let (_d, s) = sqlite();
-    check_idempotent_names(&s);
+fn grants_idempotent_names() {
+    let (_g, _db, s) = open();
+    check_idempotent_names(s.as_ref());
 }
 
-#[test]
-fn sqlite_grants_limits() {
-    let (_d, s) = sqlite();
-    check_limits(&s);
+fn grants_limits() {
+    let (_g, _db, s) = open();
+    check_limits(s.as_ref());
 }
 
-#[test]
-fn sqlite_grants_listings() {
-    let (_d, s) = sqlite();
-    check_listings(&s);
+fn grants_listings() {
+    let (_g, _db, s) = open();
+    check_listings(s.as_ref());
 }
 
-#[test]
-fn sqlite_grants_deleted_with_key() {
-    let (_d, s) = sqlite();
-    check_deleted_with_key(&s);
+fn grants_deleted_with_key() {
+    let (_g, _db, s) = open();
+    check_deleted_with_key(s.as_ref());
 }
 
-#[test]
-fn sqlite_grants_survive_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kms.sqlite3");
-    let g = {
-        let s = SqliteStorage::open(&path).unwrap();
-        s.create_key(&key("k1"), 100).unwrap();
-        s.create_grant(&grant("k1", 1, BOB), 10, 10).unwrap()
-    };
-    let s = SqliteStorage::open(&path).unwrap();
+fn grants_survive_reopen() {
+    let (_g, db, s) = open();
+    s.create_key(&key("k1"), 100).unwrap();
+    let g = s.create_grant(&grant("k1", 1, BOB), 10, 10).unwrap();
+    drop(s);
+    let s = db.open_storage().unwrap();
     assert_eq!(s.get_grant(addr("k1"), &g.grant_id).unwrap(), Some(g));
 }
+
+backends::conformance!(
+    grants_create_get_delete,
+    grants_idempotent_names,
+    grants_limits,
+    grants_listings,
+    grants_deleted_with_key,
+    grants_survive_reopen,
+);

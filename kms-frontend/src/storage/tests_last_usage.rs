@@ -3,33 +3,14 @@
 #![allow(clippy::unwrap_used)]
 
 use super::tests::backends;
-use super::{KeyAddress, KeyRecord, KeyState, KeyUsageRecord, Storage};
+use super::tests::fixtures::{delete_now, plain_key};
+use super::{KeyAddress, KeyRecord, KeyUsageRecord, Storage};
 
 const ACCT: &str = "111122223333";
 const REGION: &str = "eu-west-1";
 
 fn key(key_id: &str) -> KeyRecord {
-    KeyRecord {
-        account_id: ACCT.to_owned(),
-        region: REGION.to_owned(),
-        key_id: key_id.to_owned(),
-        arn: format!("arn:aws:kms:{REGION}:{ACCT}:key/{key_id}"),
-        creation_date_ms: 1_700_000_000_000,
-        description: String::new(),
-        key_spec: "SYMMETRIC_DEFAULT".to_owned(),
-        key_usage: "ENCRYPT_DECRYPT".to_owned(),
-        origin: "AWS_KMS".to_owned(),
-        key_state: KeyState::Enabled,
-        deletion_date_ms: None,
-        pending_window_days: None,
-        multi_region: false,
-        custom_key_store_id: None,
-        xks_key_id: None,
-        policy: "{}".to_owned(),
-        sealed_material: Some(vec![0xA5; 60]),
-        material_id: None,
-        tags: Vec::new(),
-    }
+    plain_key(ACCT, REGION, key_id)
 }
 
 fn usage(key_id: &str, operation: &str, timestamp_ms: i64) -> KeyUsageRecord {
@@ -89,7 +70,7 @@ fn uses_of_missing_keys_are_dropped_and_deleting_a_key_deletes_its_use() {
         s.key_last_usage(address("k1")).unwrap(),
         Some(usage("k1", "Encrypt", 6))
     );
-    s.delete_key(ACCT, REGION, "k1").unwrap();
+    delete_now(s.as_ref(), ACCT, REGION, "k1").unwrap();
     // A key created again under the same id starts with no history.
     s.create_key(&key("k1"), 100).unwrap();
     assert_eq!(s.key_last_usage(address("k1")).unwrap(), None);

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 use super::sqlite::SCHEMA_V1;
 use super::tests::backends;
+use super::tests::fixtures::{delete_now, plain_key};
 use super::{
     KeyMaterialRecord, KeyRecord, KeyState, MaterialChange, RotationRecord, SqliteStorage, Storage,
     StorageError,
@@ -26,29 +27,15 @@ fn db() -> (tempfile::TempDir, PathBuf) {
 
 fn key(key_id: &str, origin: &str, material: Option<(&str, u8)>) -> KeyRecord {
     KeyRecord {
-        account_id: ACCT.to_owned(),
-        region: REGION.to_owned(),
-        key_id: key_id.to_owned(),
-        arn: format!("arn:aws:kms:{REGION}:{ACCT}:key/{key_id}"),
-        creation_date_ms: 1_700_000_000_000,
-        description: String::new(),
-        key_spec: "SYMMETRIC_DEFAULT".to_owned(),
-        key_usage: "ENCRYPT_DECRYPT".to_owned(),
         origin: origin.to_owned(),
         key_state: if material.is_some() {
             KeyState::Enabled
         } else {
             KeyState::PendingImport
         },
-        deletion_date_ms: None,
-        pending_window_days: None,
-        multi_region: false,
-        custom_key_store_id: None,
-        xks_key_id: None,
-        policy: "{}".to_owned(),
         sealed_material: material.map(|(_, b)| vec![b; 60]),
         material_id: material.map(|(id, _)| id.to_owned()),
-        tags: Vec::new(),
+        ..plain_key(ACCT, REGION, key_id)
     }
 }
 
@@ -148,7 +135,7 @@ fn a_rotation_adds_a_version_and_makes_it_current_only_from_the_state_read() {
         Err(StorageError::NotFound)
     );
     // Deleting the key deletes its versions and settings.
-    s.delete_key(ACCT, REGION, "k1").unwrap();
+    delete_now(s, ACCT, REGION, "k1").unwrap();
     assert!(s.key_materials(k.address()).unwrap().is_empty());
 }
 

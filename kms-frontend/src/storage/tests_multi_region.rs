@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use super::tests::backends;
+use super::tests::fixtures::{delete_now, plain_key};
 use super::{
     KeyMaterialRecord, KeyRecord, KeyState, MaterialChange, ScheduledDeletion, Storage,
     StorageError,
@@ -22,25 +23,13 @@ fn open() -> (backends::Guard, Box<dyn Storage>) {
 
 fn key(region: &str, key_id: &str, state: KeyState, created_ms: i64) -> KeyRecord {
     KeyRecord {
-        account_id: ACCT.to_owned(),
-        region: region.to_owned(),
-        key_id: key_id.to_owned(),
-        arn: format!("arn:aws:kms:{region}:{ACCT}:key/{key_id}"),
         creation_date_ms: created_ms,
-        description: String::new(),
-        key_spec: "SYMMETRIC_DEFAULT".to_owned(),
-        key_usage: "ENCRYPT_DECRYPT".to_owned(),
-        origin: "AWS_KMS".to_owned(),
         key_state: state,
-        deletion_date_ms: None,
-        pending_window_days: None,
         multi_region: key_id.starts_with("mrk-"),
-        custom_key_store_id: None,
-        xks_key_id: None,
-        policy: "{}".to_owned(),
         sealed_material: Some(vec![1; 60]),
         material_id: Some("m1".to_owned()),
         tags: vec![("team".to_owned(), region.to_owned())],
+        ..plain_key(ACCT, region, key_id)
     }
 }
 
@@ -247,7 +236,7 @@ fn asynchronous_steps_fall_due_and_sets_go_with_their_last_member() {
     )
     .unwrap();
     assert!(creating(i64::MAX).is_empty());
-    s.delete_key(ACCT, "us-east-1", MRK).unwrap();
+    delete_now(s.as_ref(), ACCT, "us-east-1", MRK).unwrap();
     assert_eq!(
         creating(0),
         vec![(
@@ -257,7 +246,7 @@ fn asynchronous_steps_fall_due_and_sets_go_with_their_last_member() {
             KeyState::PendingReplicaDeletion
         )]
     );
-    s.delete_key(ACCT, "eu-west-1", MRK).unwrap();
+    delete_now(s.as_ref(), ACCT, "eu-west-1", MRK).unwrap();
     assert_eq!(s.multi_region_set(ACCT, MRK).unwrap(), None);
 }
 

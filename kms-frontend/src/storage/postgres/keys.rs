@@ -194,7 +194,8 @@ pub(super) fn delete_key_if_due(
 ) -> Result<(), StorageError> {
     s.run(async |conn| {
         let mut tx = conn.tx().await?;
-        // The count row first, as key creation and `delete_key` take it (one lock order).
+        // The count row first, as key creation takes it: one lock order, no deadlock with a
+        // creation waiting on this key's external key id.
         tx.execute(
             "SELECT n FROM key_counts WHERE account_id = $1 AND region = $2 FOR UPDATE",
             &[&key.account_id, &key.region],
@@ -221,36 +222,6 @@ pub(super) fn delete_key_if_due(
             &[&key.account_id, &key.region, &key.key_id],
         )
         .await?;
-        tx.commit().await?;
-        Ok(())
-    })
-}
-
-pub(super) fn delete_key(
-    s: &PgStorage,
-    account_id: &str,
-    region: &str,
-    key_id: &str,
-) -> Result<(), StorageError> {
-    s.run(async |conn| {
-        let mut tx = conn.tx().await?;
-        // The count row first, as key creation takes it: one lock order, no deadlock with a
-        // creation waiting on this key's external key id.
-        tx.execute(
-            "SELECT n FROM key_counts WHERE account_id = $1 AND region = $2 FOR UPDATE",
-            &[&account_id, &region],
-        )
-        .await?;
-        // Aliases and tags cascade with the key.
-        let deleted = tx
-            .execute(
-                "DELETE FROM keys WHERE account_id = $1 AND region = $2 AND key_id = $3",
-                &[&account_id, &region, &key_id],
-            )
-            .await?;
-        if deleted == 0 {
-            return Err(StorageError::NotFound.into());
-        }
         tx.commit().await?;
         Ok(())
     })

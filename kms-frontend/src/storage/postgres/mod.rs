@@ -701,10 +701,6 @@ impl Storage for PgStorage {
         keys::untag_key(self, key, from, tag_keys)
     }
 
-    fn delete_key(&self, account_id: &str, region: &str, key_id: &str) -> Result<(), StorageError> {
-        keys::delete_key(self, account_id, region, key_id)
-    }
-
     fn delete_key_if_due(&self, key: KeyAddress<'_>, now_ms: i64) -> Result<(), StorageError> {
         keys::delete_key_if_due(self, key, now_ms)
     }

@@ -205,33 +205,6 @@ pub(super) fn delete_key_if_due(
     })
 }
 
-pub(super) fn delete_key(
-    s: &SqliteStorage,
-    account_id: &str,
-    region: &str,
-    key_id: &str,
-) -> Result<(), StorageError> {
-    s.write(|tx| {
-        // The foreign keys cascade too; the explicit deletes do not depend on them.
-        tx.execute(
-            "DELETE FROM aliases WHERE account_id = ?1 AND region = ?2 AND target_key_id = ?3",
-            params![account_id, region, key_id],
-        )?;
-        tx.execute(
-            "DELETE FROM key_tags WHERE account_id = ?1 AND region = ?2 AND key_id = ?3",
-            params![account_id, region, key_id],
-        )?;
-        let deleted = tx.execute(
-            "DELETE FROM keys WHERE account_id = ?1 AND region = ?2 AND key_id = ?3",
-            params![account_id, region, key_id],
-        )?;
-        if deleted == 0 {
-            return Err(StorageError::NotFound.into());
-        }
-        Ok(())
-    })
-}
-
 pub(super) fn list_keys(
     s: &SqliteStorage,
     account_id: &str,
