@@ -180,6 +180,7 @@ struct RawPkcs11 {
     health_key_label: Option<String>,
     key_facts_cache_ms: Option<u64>,
     inline_calls: Option<bool>,
+    session_key_copies: Option<bool>,
     #[serde(default)]
     capabilities: crate::backend::pkcs11::HsmCapabilities,
     key_status_file: PathBuf,
@@ -859,6 +860,9 @@ impl Validator {
         }
         if let Some(inline) = raw.inline_calls {
             config.inline_calls = inline;
+        }
+        if let Some(copies) = raw.session_key_copies {
+            config.session_key_copies = copies;
         }
         config.capabilities = raw.capabilities;
         BackendConfig::Pkcs11 {

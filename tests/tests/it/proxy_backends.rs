@@ -556,6 +556,10 @@ async fn pkcs11_recovers_after_the_token_is_replaced() {
     p.fixture.keys("main", &["create", HEALTH_KEY]);
     p.fixture
         .keys("main", &["import", KEY, "--material-file", &m]);
+    // Until the key's facts are read again (`key_facts_cache_ms`, default 1 s), Encrypt and
+    // Decrypt may still be served by the session copy of the old token's key; the first
+    // read after that finds the token replaced and recovers.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
 
     let url = p.api_url(0, &format!("keys/{KEY}/decrypt"));
     let mut served = None;

@@ -148,16 +148,24 @@ pub struct Pkcs11Config {
     pub health_key_label: String,
     /// How long the facts read from a key (`CKA_KEY_TYPE`, `CKA_VALUE_LEN`, `CKA_ENCRYPT`,
     /// `CKA_DECRYPT`) answer GetKeyMetadata and the usage check before each Encrypt and
-    /// Decrypt without asking the token again (zero: always ask). The HSM still enforces its
-    /// own attributes in every `C_Encrypt` and `C_Decrypt` (a refusal is
-    /// [`BackendError::UsageNotPermitted`]), and a key that is gone fails its crypto call and
-    /// is looked up again, so all this delays, by at most this long, is a change of a key's
-    /// attributes showing in GetKeyMetadata. Default 1 s.
+    /// Decrypt without asking the token again (zero: always ask). It also bounds how long a
+    /// key's session copy is used without looking at the token key again
+    /// ([`Self::session_key_copies`]): a change to a key's attributes, or its deletion,
+    /// reaches GetKeyMetadata, the usage check and the HSM's own check within this long. With
+    /// copies off, the HSM enforces the token key's attributes in every call and a deleted
+    /// key fails its next call. Default 1 s.
     pub key_facts_ttl: Duration,
     /// Whether key operations may run on the runtime worker that awaits them (see
     /// [`InlineCalls`] for the guards). Default true; false sends every call to the blocking
     /// pool (for modules whose calls may block for long, e.g. network HSMs on a slow link).
     pub inline_calls: bool,
+    /// Whether Encrypt and Decrypt use a session-object copy of each key, held by one extra
+    /// session, instead of the token object (see `copies.rs`). Default true: on SoftHSMv2 a
+    /// session object is about 4 times cheaper to use. A change to a token key (usage flags,
+    /// deletion) then reaches Encrypt and Decrypt within [`Self::key_facts_ttl`] instead of
+    /// at once. A token that refuses to copy a key (`CKA_COPYABLE` false) or has no
+    /// `C_CopyObject` is used directly.
+    pub session_key_copies: bool,
 }
 
 impl Pkcs11Config {
@@ -173,6 +181,7 @@ impl Pkcs11Config {
             health_key_label: DEFAULT_HEALTH_KEY_LABEL.to_owned(),
             key_facts_ttl: DEFAULT_KEY_FACTS_TTL,
             inline_calls: true,
+            session_key_copies: true,
         }
     }
 

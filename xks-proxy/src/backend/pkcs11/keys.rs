@@ -1,5 +1,6 @@
-//! Keys in the token: finding a key by label (handles cached per module generation), and
-//! the facts read from its attributes (type, size, usages), cached for `key_facts_ttl`.
+//! Keys in the token: finding a key by label (handles cached per module generation), the
+//! facts read from its attributes (type, size, usages), cached for `key_facts_ttl`, and which
+//! handle an operation uses (the key's session copy, see `copies.rs`, or the token object).
 
 use std::num::NonZeroUsize;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHan
 use cryptoki::session::Session;
 use xks_api::types::KeyStatus;
 
+use super::copies::{CopyOutcome, KeyCopy};
 use super::lock;
 use super::session::{Fail, Inner, logged_in};
 use crate::backend::{BackendError, KeyInfo};
@@ -89,12 +91,14 @@ impl KeyFacts {
     }
 }
 
-/// What is known about the key with a label: its handle, found in a module generation, and
-/// the facts `C_GetAttributeValue` last returned for it, with when.
+/// What is known about the key with a label: its token object's handle, found in a module
+/// generation, the facts `C_GetAttributeValue` last returned for it, with when, and its
+/// session copy.
 pub(super) struct CachedKey {
     pub(super) generation: u64,
     pub(super) handle: ObjectHandle,
     pub(super) facts: Option<(Instant, KeyInfo)>,
+    pub(super) copy: KeyCopy,
 }
 
 pub(super) fn key_template(label: &str) -> [Attribute; 3] {
@@ -130,6 +134,7 @@ impl Inner {
                         generation,
                         handle: *h,
                         facts: None,
+                        copy: KeyCopy::None,
                     },
                 );
                 Ok(*h)
@@ -146,8 +151,33 @@ impl Inner {
         }
     }
 
-    /// Reads the key's facts from the token and remembers them for
-    /// [`Pkcs11Config::key_facts_ttl`].
+    /// The handle Encrypt and Decrypt use for the key labelled `label`: its session copy
+    /// while that copy is current and the facts it was checked against are fresh, else the
+    /// token object.
+    pub(super) fn operation_handle(
+        &self,
+        session: &Session,
+        generation: u64,
+        label: &str,
+    ) -> Result<ObjectHandle, Fail> {
+        if let Some(c) = lock(&self.handles).get(label)
+            && c.generation == generation
+        {
+            let fresh = c
+                .facts
+                .as_ref()
+                .is_some_and(|(read_at, _)| read_at.elapsed() < self.key_facts_ttl);
+            return Ok(match self.copies.usable(&c.copy) {
+                Some(copy) if fresh => copy,
+                _ => c.handle,
+            });
+        }
+        self.key_handle(session, generation, label)
+    }
+
+    /// Reads the key's facts from its token object and remembers them for
+    /// [`Pkcs11Config::key_facts_ttl`]; then makes the key's session copy if it has none, or
+    /// ends all copies if the key's usages are no longer those its copy was made with.
     pub(super) fn key_info(
         &self,
         session: &Session,
@@ -165,11 +195,42 @@ impl Inner {
             },
             current_version: KEY_VERSION,
         };
+        let (mut stale_copies, mut want_copy) = (false, false);
         if let Some(c) = lock(&self.handles).get_mut(label)
             && c.generation == generation
             && c.handle == key
         {
             c.facts = Some((Instant::now(), info.clone()));
+            match c.copy {
+                KeyCopy::Refused => {}
+                KeyCopy::Made { usages, .. } if self.copies.usable(&c.copy).is_some() => {
+                    stale_copies = usages != info.usages;
+                }
+                KeyCopy::Made { .. } | KeyCopy::None => want_copy = self.copies.enabled(),
+            }
+        }
+        if stale_copies {
+            // The copy would still allow what the token key no longer does (or the reverse).
+            self.end_copy_holder(Some(generation));
+        }
+        if want_copy {
+            let copy = match self.copy_key(key) {
+                CopyOutcome::Made(handle, holder) => KeyCopy::Made {
+                    handle,
+                    holder,
+                    usages: info.usages,
+                },
+                CopyOutcome::Refused => KeyCopy::Refused,
+                CopyOutcome::Skipped => return Ok(info),
+            };
+            // A copy made for an entry that changed meanwhile stays unused in the holder
+            // until the holder ends.
+            if let Some(c) = lock(&self.handles).get_mut(label)
+                && c.generation == generation
+                && c.handle == key
+            {
+                c.copy = copy;
+            }
         }
         Ok(info)
     }

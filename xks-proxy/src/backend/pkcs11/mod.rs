@@ -75,6 +75,7 @@
 mod admin;
 mod ckr;
 mod config;
+mod copies;
 mod gcm;
 mod keys;
 mod module;
@@ -231,6 +232,7 @@ impl Pkcs11Backend {
             login_refused: Mutex::new(None),
             epoch: AtomicU64::new(0),
             inline: InlineCalls::new(cfg.inline_calls),
+            copies: copies::KeyCopies::new(cfg.session_key_copies),
         };
         first_session(&inner)?;
         let id = lock(&inner.identity).clone();
@@ -409,7 +411,7 @@ impl KeyBackend for Pkcs11Backend {
                 move |inner, s, g| {
                     #[cfg(feature = "test-hooks")]
                     test_stall::encrypt();
-                    let h = inner.key_handle(s, g, &label)?;
+                    let h = inner.operation_handle(s, g, &label)?;
                     inner.gcm_encrypt(s, h, iv, &aad, &plaintext)
                 },
             )
@@ -431,7 +433,7 @@ impl KeyBackend for Pkcs11Backend {
                 Placement::InlineIfSafe,
                 Some(label.clone()),
                 move |inner, s, g| {
-                    let h = inner.key_handle(s, g, &label)?;
+                    let h = inner.operation_handle(s, g, &label)?;
                     inner.gcm_decrypt(s, h, &iv, &aad, &ciphertext, &tag)
                 },
             )

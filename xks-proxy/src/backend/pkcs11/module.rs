@@ -280,6 +280,7 @@ impl Inner {
                 std::mem::forget(p.session);
             }
         }
+        self.end_copy_holder(state.ctx.is_some().then_some(state.generation));
         lock(&self.handles).clear();
         *lock(&self.slot) = None;
 

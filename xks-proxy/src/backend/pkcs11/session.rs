@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use super::ckr::{describe, is_fatal, is_pin_refusal, rv_of};
 use super::config::{HsmCapabilities, TokenSelector};
+use super::copies::KeyCopies;
 use super::keys::CachedKey;
 use super::module::{Module, find_slot};
 use super::{lock, read};
@@ -67,8 +68,10 @@ pub(super) struct Inner {
     pub(super) slot: Mutex<Option<(u64, Slot)>>,
     pub(super) idle: Mutex<Vec<Pooled>>,
     pub(super) permits: Arc<Semaphore>,
-    /// Key handles (and the facts last read from them) by label.
+    /// Key handles (and the facts last read from them, and their copies) by label.
     pub(super) handles: Mutex<HashMap<String, CachedKey>>,
+    /// The session copies of keys and the session that holds them.
+    pub(super) copies: KeyCopies,
     pub(super) identity: Mutex<BackendIdentity>,
     /// Set when the token refused the PIN: no further login attempts.
     pub(super) login_refused: Mutex<Option<String>>,
@@ -280,10 +283,19 @@ impl Inner {
                 }
                 Step::Relookup => {
                     relookups += 1;
-                    if let Some(l) = label {
-                        lock(&self.handles).remove(l);
-                    } else {
-                        lock(&self.handles).clear();
+                    let had_copy = {
+                        let mut handles = lock(&self.handles);
+                        let gone: Vec<CachedKey> = match label {
+                            Some(l) => handles.remove(l).into_iter().collect(),
+                            None => handles.drain().map(|(_, c)| c).collect(),
+                        };
+                        gone.iter().any(|c| self.copies.usable(&c.copy).is_some())
+                    };
+                    if had_copy {
+                        // The token key may be gone (its copy must not outlive it), or the
+                        // copy's handle failed: either way no copy is trusted any more.
+                        let state = read(&self.module.state);
+                        self.end_copy_holder(state.ctx.is_some().then_some(state.generation));
                     }
                     if relookups > 1 {
                         return Err(BackendError::Failure(
@@ -316,6 +328,7 @@ impl Inner {
                 .map_or_else(|| "module not initialised".to_owned(), |(_, e)| e.clone());
             return Step::Recover { generation, reason };
         };
+        self.ensure_copy_holder(ctx, generation);
         let pooled = match self.take_session(ctx, generation) {
             Ok(p) => p,
             Err(fail) => return self.lease_failure(fail, generation),
@@ -394,6 +407,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
         let state = read(&self.module.state);
+        // Closing the holder destroys this backend's key copies in the HSM.
+        self.end_copy_holder(state.ctx.is_some().then_some(state.generation));
         for p in idle {
             if state.ctx.is_some() && p.generation == state.generation {
                 drop(p.session);

@@ -8,7 +8,7 @@
 //! fails if SoftHSM is missing or the child fails.
 
 use super::*;
-use super::{admin::*, ckr::*, config::*, gcm::*, keys::*};
+use super::{admin::*, ckr::*, config::*, copies::*, gcm::*, keys::*};
 use crate::keystore::KeyUsages;
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
@@ -557,8 +557,10 @@ fn softhsm_key_without_encrypt() {
 }
 
 /// Key facts answer from the cache for `key_facts_ttl`, with no session and no PKCS#11
-/// call; the HSM still enforces its attributes meanwhile, a deleted key is found missing
-/// by the next crypto call, and with a zero TTL every lookup asks the token.
+/// call; with session copies off the HSM still enforces the token key's attributes
+/// meanwhile, a deleted key is found missing by the next crypto call, and with a zero TTL
+/// every lookup asks the token. (With copies on, see
+/// `softhsm_session_copies_follow_the_token_key_within_the_ttl`.)
 #[test]
 fn softhsm_key_facts_are_cached_and_the_hsm_still_decides() {
     with_softhsm(
@@ -566,6 +568,7 @@ fn softhsm_key_facts_are_cached_and_the_hsm_still_decides() {
         || {
             let mut cfg = config(1, Duration::from_millis(5));
             cfg.key_facts_ttl = Duration::from_secs(3600);
+            cfg.session_key_copies = false;
             let b = Pkcs11Backend::open("cached", cfg).expect("open");
             let mut cfg = config(1, Duration::from_millis(5));
             cfg.key_facts_ttl = Duration::ZERO;
@@ -623,6 +626,166 @@ fn softhsm_key_facts_are_cached_and_the_hsm_still_decides() {
                 assert!(matches!(r, Err(BackendError::KeyNotFound(_))), "{r:?}");
             });
             assert_eq!(b.reinitializations(), 0);
+        },
+    );
+}
+
+/// The session objects labelled `label` this process can see (the copies' holder is one
+/// of its sessions, so its copies are among them).
+fn session_objects(b: &Pkcs11Backend, label: &str) -> usize {
+    b.admin(|s| {
+        s.find_objects(&[
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Token(false),
+        ])
+        .map_err(call_failed("C_FindObjects"))
+    })
+    .expect("find session objects")
+    .len()
+}
+
+/// With session copies on (the default): operations use a copy of the key that is no
+/// weaker than it; a change to the token key (usages, deletion) reaches them within the
+/// TTL; the copy of a deleted key does not outlive the next facts read; a key the token will
+/// not copy is used directly; dropping the backend destroys its copies.
+#[test]
+fn softhsm_session_copies_follow_the_token_key_within_the_ttl() {
+    with_softhsm(
+        "softhsm_session_copies_follow_the_token_key_within_the_ttl",
+        || {
+            let ttl = Duration::from_millis(300);
+            let mut cfg = config(2, DEFAULT_SESSION_WAIT);
+            cfg.key_facts_ttl = ttl;
+            let b = Pkcs11Backend::open("copies", cfg).expect("open");
+            let mut cfg = config(1, DEFAULT_SESSION_WAIT);
+            cfg.session_key_copies = false;
+            let watcher = Pkcs11Backend::open("watcher", cfg).expect("open");
+            b.create_keys(&["ck", "gone", "other"]).expect("create");
+            raw_create(
+                &b,
+                vec![
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::AES),
+                    Attribute::Value(vec![7; 32]),
+                    Attribute::Token(true),
+                    Attribute::Private(true),
+                    Attribute::Sensitive(true),
+                    Attribute::Encrypt(true),
+                    Attribute::Decrypt(true),
+                    Attribute::Copyable(false),
+                    Attribute::Label(b"no-copy".to_vec()),
+                ],
+            );
+            let token_handle = |label: &str| {
+                watcher
+                    .admin(|s| {
+                        s.find_objects(&key_template(label))
+                            .map_err(call_failed("C_FindObjects"))
+                    })
+                    .expect("find")[0]
+            };
+            let copy_of = |label: &str| lock(&b.inner.handles).get(label).map(|c| c.copy);
+            rt().block_on(async {
+                for k in ["ck", "gone", "other", "no-copy"] {
+                    b.key_info(&kid(k)).await.expect("key info");
+                    assert_eq!(
+                        session_objects(&watcher, k),
+                        usize::from(k != "no-copy"),
+                        "{k}"
+                    );
+                    let out = enc(&b, k, b"aad", b"secret").await.expect("encrypt");
+                    assert_eq!(
+                        &dec(&b, k, b"aad", &out).await.expect("decrypt")[..],
+                        b"secret"
+                    );
+                    // The token key decrypts what the copy encrypted: the same key.
+                    assert_eq!(
+                        &dec(&watcher, k, b"aad", &out).await.expect("decrypt")[..],
+                        b"secret"
+                    );
+                }
+                assert_eq!(copy_of("no-copy"), Some(KeyCopy::Refused));
+                assert!(matches!(copy_of("ck"), Some(KeyCopy::Made { .. })));
+                // The copy is as sensitive and unextractable as the key.
+                let Some(KeyCopy::Made { handle, .. }) = copy_of("ck") else {
+                    unreachable!()
+                };
+                let attrs = watcher
+                    .admin(|s| {
+                        s.get_attributes(
+                            handle,
+                            &[
+                                cryptoki::object::AttributeType::Sensitive,
+                                cryptoki::object::AttributeType::Extractable,
+                                cryptoki::object::AttributeType::Token,
+                            ],
+                        )
+                        .map_err(call_failed("C_GetAttributeValue"))
+                    })
+                    .expect("copy attributes");
+                assert!(attrs.contains(&Attribute::Sensitive(true)), "{attrs:?}");
+                assert!(attrs.contains(&Attribute::Extractable(false)), "{attrs:?}");
+                assert!(attrs.contains(&Attribute::Token(false)), "{attrs:?}");
+
+                // The token key loses ENCRYPT: within the TTL the copy still encrypts (the
+                // price of copies), after it the usage check and the HSM both refuse.
+                let h = token_handle("ck");
+                watcher
+                    .admin(|s| {
+                        s.update_attributes(h, &[Attribute::Encrypt(false)])
+                            .map_err(call_failed("C_SetAttributeValue"))
+                    })
+                    .expect("clear CKA_ENCRYPT");
+                assert!(b.key_info(&kid("ck")).await.expect("info").usages.encrypt);
+                assert!(enc(&b, "ck", b"", b"x").await.is_ok());
+                std::thread::sleep(ttl);
+                let info = b.key_info(&kid("ck")).await.expect("info");
+                assert!(!info.usages.encrypt && info.usages.decrypt, "{info:?}");
+                // Every copy went with the holder (the copy of "ck" allowed ENCRYPT).
+                for k in ["ck", "gone", "other"] {
+                    assert_eq!(session_objects(&watcher, k), 0, "{k}");
+                }
+                let r = enc(&b, "ck", b"", b"x").await;
+                assert!(
+                    matches!(r, Err(BackendError::UsageNotPermitted(_))),
+                    "{r:?}"
+                );
+                std::thread::sleep(ttl);
+                b.key_info(&kid("ck")).await.expect("info");
+                assert_eq!(session_objects(&watcher, "ck"), 1, "copied again");
+                let r = enc(&b, "ck", b"", b"x").await;
+                assert!(
+                    matches!(r, Err(BackendError::UsageNotPermitted(_))),
+                    "the new copy has the new flags: {r:?}"
+                );
+
+                // The token key is deleted: within the TTL its copy still works, then the
+                // next facts read finds it gone, and no copy of it is left in the HSM.
+                b.key_info(&kid("gone")).await.expect("info");
+                let h = token_handle("gone");
+                watcher
+                    .admin(|s| s.destroy_object(h).map_err(call_failed("C_DestroyObject")))
+                    .expect("destroy");
+                assert!(enc(&b, "gone", b"", b"x").await.is_ok());
+                std::thread::sleep(ttl);
+                let r = b.key_info(&kid("gone")).await;
+                assert!(matches!(r, Err(BackendError::KeyNotFound(_))), "{r:?}");
+                let r = enc(&b, "gone", b"", b"x").await;
+                assert!(matches!(r, Err(BackendError::KeyNotFound(_))), "{r:?}");
+                assert_eq!(session_objects(&watcher, "gone"), 0);
+
+                // Other keys get their copies back on their next facts read.
+                std::thread::sleep(ttl);
+                b.key_info(&kid("other")).await.expect("info");
+                assert_eq!(session_objects(&watcher, "other"), 1);
+            });
+            drop(b);
+            assert_eq!(
+                session_objects(&watcher, "other"),
+                0,
+                "dropping the backend destroys its copies"
+            );
+            assert_eq!(watcher.reinitializations(), 0);
         },
     );
 }
