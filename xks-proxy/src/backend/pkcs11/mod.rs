@@ -16,7 +16,8 @@
 //! by [`InlineCalls`]: key operations run on the runtime worker that awaits them while that
 //! is safe (a hand-off to the blocking pool costs two thread wake-ups, and on a busy machine
 //! the woken thread waits for a CPU: that wait was this backend's latency tail), everything
-//! else and any call beyond the inline limit on tokio's blocking pool (`spawn_blocking`).
+//! else, and a key operation that waited [`InlineCalls`]'s 2 ms for a free inline slot in
+//! vain, on tokio's blocking pool (`spawn_blocking`).
 //! Sessions are opened lazily (one at
 //! [`Pkcs11Backend::open`], to check the PIN) and logged in as USER.
 //!
@@ -259,6 +260,16 @@ impl Pkcs11Backend {
         self.inner.pool_size
     }
 
+    /// How many PKCS#11 calls ran inline on a runtime worker, and how many on the blocking
+    /// pool, since the backend was opened.
+    pub fn calls_by_placement(&self) -> (u64, u64) {
+        let inline = &self.inner.inline;
+        (
+            inline.ran_inline.load(Ordering::Relaxed),
+            inline.ran_in_pool.load(Ordering::Relaxed),
+        )
+    }
+
     /// The label of the health-check key (not reachable through the XKS API).
     pub fn health_key_label(&self) -> &str {
         &self.inner.health_key_label
@@ -295,11 +306,12 @@ impl Pkcs11Backend {
             }
         };
         if placement == Placement::InlineIfSafe
-            && let Some(_slot) = inner.inline.try_enter()
+            && let Some(_slot) = inner.inline.enter().await
         {
             let _permit = permit;
             return inner.call(label.as_deref(), op);
         }
+        inner.inline.ran_in_pool.fetch_add(1, Ordering::Relaxed);
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

@@ -3,8 +3,8 @@
 //! every call goes through.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::Pkcs11;
@@ -12,7 +12,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use secrecy::SecretString;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::ckr::{describe, is_fatal, is_pin_refusal, rv_of};
 use super::config::{HsmCapabilities, TokenSelector};
@@ -100,6 +100,13 @@ pub(super) enum Placement {
 ///   blocking pool for [`INLINE_COOL_DOWN`], so a token that became slow is not waited on
 ///   inline again.
 ///
+/// A call that finds every inline slot taken waits for one, without blocking its worker, for
+/// at most [`INLINE_SLOT_WAIT`], and only then goes to the blocking pool. On a fast HSM a
+/// slot frees within tens of microseconds, and the released slot wakes the waiting task on
+/// the worker that released it: cheaper than a hand-off to a blocking thread (two thread
+/// wake-ups, each of which may wait for a CPU). Measured: about one call in twenty found the
+/// slot taken at 1,800 Encrypts/s on two workers, enough to set the p99.
+///
 /// The price: an inline call cannot be cut short by the proxy's backend deadline (the
 /// answer comes when the HSM returns), and it holds its worker meanwhile. Both are bounded
 /// by the guards above.
@@ -107,20 +114,28 @@ pub(super) enum Placement {
 pub(super) struct InlineCalls {
     /// [`Pkcs11Config::inline_calls`].
     enabled: bool,
-    pub(super) running: AtomicUsize,
+    /// `workers - 1` slots, made on first use in a multi-thread runtime (`None`: one worker,
+    /// nothing runs inline).
+    slots: OnceLock<Option<Semaphore>>,
     /// Milliseconds since `started` before which nothing runs inline.
     suspended_until_ms: AtomicU64,
     pub(super) started: Instant,
+    /// Calls that ran inline, and calls that went to the blocking pool.
+    pub(super) ran_inline: AtomicU64,
+    pub(super) ran_in_pool: AtomicU64,
 }
 
 /// An inline call slower than this suspends inline calls (SoftHSMv2 answers in ~0.1 ms).
 const SLOW_INLINE_CALL: Duration = Duration::from_millis(20);
 /// How long inline calls stay suspended after a slow one.
 const INLINE_COOL_DOWN: Duration = Duration::from_secs(10);
+/// How long a call waits for an inline slot before it goes to the blocking pool.
+const INLINE_SLOT_WAIT: Duration = Duration::from_millis(2);
 
 /// A slot of [`InlineCalls`], given back on drop.
 pub(super) struct InlineSlot<'a> {
-    pub(super) calls: &'a InlineCalls,
+    calls: &'a InlineCalls,
+    _permit: SemaphorePermit<'a>,
     since: Instant,
 }
 
@@ -128,9 +143,11 @@ impl InlineCalls {
     pub(super) fn new(enabled: bool) -> Self {
         Self {
             enabled,
-            running: AtomicUsize::new(0),
+            slots: OnceLock::new(),
             suspended_until_ms: AtomicU64::new(0),
             started: Instant::now(),
+            ran_inline: AtomicU64::new(0),
+            ran_in_pool: AtomicU64::new(0),
         }
     }
 
@@ -138,8 +155,8 @@ impl InlineCalls {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A slot when this call may run inline now.
-    pub(super) fn try_enter(&self) -> Option<InlineSlot<'_>> {
+    /// A slot when this call may run inline: at once, or after a short wait for one.
+    pub(super) async fn enter(&self) -> Option<InlineSlot<'_>> {
         if !self.enabled {
             return None;
         }
@@ -147,17 +164,27 @@ impl InlineCalls {
         if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return None;
         }
-        let limit = handle.metrics().num_workers().saturating_sub(1);
-        if limit == 0 || self.now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
+        let slots = self
+            .slots
+            .get_or_init(|| {
+                let limit = handle.metrics().num_workers().saturating_sub(1);
+                (limit > 0).then(|| Semaphore::new(limit))
+            })
+            .as_ref()?;
+        if self.now_ms() < self.suspended_until_ms.load(Ordering::Relaxed) {
             return None;
         }
-        self.running
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()?;
+        let permit = match slots.try_acquire() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout(INLINE_SLOT_WAIT, slots.acquire())
+                .await
+                .ok()?
+                .ok()?,
+        };
+        self.ran_inline.fetch_add(1, Ordering::Relaxed);
         Some(InlineSlot {
             calls: self,
+            _permit: permit,
             since: Instant::now(),
         })
     }
@@ -178,7 +205,6 @@ impl Drop for InlineSlot<'_> {
                 INLINE_COOL_DOWN.as_secs()
             );
         }
-        self.calls.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
