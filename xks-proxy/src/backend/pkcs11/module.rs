@@ -43,6 +43,15 @@ pub(super) struct ModuleState {
     pub(super) failed: Option<(Instant, String)>,
 }
 
+impl ModuleState {
+    /// The generation whose sessions may still be closed: the current one, if the module is
+    /// initialised. (Closing a handle of any other generation could close a newer session
+    /// that reuses its number.)
+    pub(super) fn live_generation(&self) -> Option<u64> {
+        self.ctx.is_some().then_some(self.generation)
+    }
+}
+
 fn load_module(path: &Path) -> Result<Pkcs11, String> {
     let ctx = Pkcs11::new(path).map_err(|e| e.to_string())?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
@@ -274,13 +283,13 @@ impl Inner {
         // No call runs while the write lock is held, so every session of this backend is idle.
         let idle = std::mem::take(&mut *lock(&self.idle));
         for p in idle {
-            if state.ctx.is_some() && p.generation == state.generation {
+            if state.live_generation() == Some(p.generation) {
                 retire(p);
             } else {
                 std::mem::forget(p.session);
             }
         }
-        self.end_copy_holder(state.ctx.is_some().then_some(state.generation));
+        self.end_copy_holder(state.live_generation());
         lock(&self.handles).clear();
         *lock(&self.slot) = None;
 

@@ -310,18 +310,19 @@ impl Inner {
                 Step::Relookup => {
                     relookups += 1;
                     let had_copy = {
+                        let has_copy = |c: &CachedKey| self.copies.usable(&c.copy).is_some();
                         let mut handles = lock(&self.handles);
-                        let gone: Vec<CachedKey> = match label {
-                            Some(l) => handles.remove(l).into_iter().collect(),
-                            None => handles.drain().map(|(_, c)| c).collect(),
-                        };
-                        gone.iter().any(|c| self.copies.usable(&c.copy).is_some())
+                        match label {
+                            Some(l) => handles.remove(l).is_some_and(|c| has_copy(&c)),
+                            // A drain dropped early still empties the map.
+                            None => handles.drain().any(|(_, c)| has_copy(&c)),
+                        }
                     };
                     if had_copy {
                         // The token key may be gone (its copy must not outlive it), or the
                         // copy's handle failed: either way no copy is trusted any more.
                         let state = read(&self.module.state);
-                        self.end_copy_holder(state.ctx.is_some().then_some(state.generation));
+                        self.end_copy_holder(state.live_generation());
                     }
                     if relookups > 1 {
                         return Err(BackendError::Failure(
@@ -434,9 +435,9 @@ impl Drop for Inner {
         let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(PoisonError::into_inner));
         let state = read(&self.module.state);
         // Closing the holder destroys this backend's key copies in the HSM.
-        self.end_copy_holder(state.ctx.is_some().then_some(state.generation));
+        self.end_copy_holder(state.live_generation());
         for p in idle {
-            if state.ctx.is_some() && p.generation == state.generation {
+            if state.live_generation() == Some(p.generation) {
                 drop(p.session);
             } else {
                 std::mem::forget(p.session);
